@@ -1,0 +1,44 @@
+"""``flair export``: turn any supported checkpoint into a self-contained bundle (safetensors + config [+ ONNX])."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flairkit.cli.common import ConfigOption, OverwriteOption, SetOption, console, guarded, resolve_config
+from flairkit.errors import ConfigError
+
+
+@guarded
+def export_command(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="Weights: a .ckpt/.pth/.safetensors file, a bundle folder or a released model name.")
+    ],
+    out: Annotated[Path, typer.Argument(help="Bundle folder to write.")],
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    onnx: Annotated[
+        bool, typer.Option("--onnx", help="Also write model.onnx (aerial models; tiles of detect.tile_size).")
+    ] = False,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Load weights strictly with their config and write a bundle that any flairkit command accepts."""
+    from flairkit.models.checkpoints import config_from_checkpoint, load_model, weights_config_source
+    from flairkit.models.export import export_bundle
+
+    source = config or weights_config_source(checkpoint)
+    if source is not None:
+        cfg = resolve_config(source, overrides)
+    else:
+        saved = config_from_checkpoint(checkpoint, overrides or []) if checkpoint.is_file() else None
+        if saved is None:
+            raise ConfigError(
+                f"{checkpoint} does not say which config it was trained with: give it with --config PRESET_OR_YAML"
+            )
+        cfg = saved
+    model = load_model(cfg, checkpoint)
+    folder = export_bundle(cfg, model, out, overwrite=overwrite, onnx=onnx, tile_size=cfg.detect.tile_size)
+    files = ", ".join(sorted(p.name for p in folder.iterdir()))
+    console.print(f"bundle written to {folder} ({files})")

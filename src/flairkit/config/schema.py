@@ -1,0 +1,305 @@
+"""The validated configuration of every flairkit command.
+
+One :class:`FlairConfig` holds every section; each command reads the sections it needs. Unknown keys,
+wrong types and inconsistent combinations are refused when the config is built, before any work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from flairkit.nomenclature import NOMENCLATURES
+
+FLAIR_MEANS = (105.08, 110.87, 101.82, 106.38, 53.26)
+FLAIR_STDS = (52.17, 45.38, 44.00, 39.69, 79.30)
+BAND_NAMES = ("red", "green", "blue", "nir", "elevation")
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _existing(path: Path | None, key: str) -> Path | None:
+    if path is not None and not Path(path).exists():
+        raise ValueError(f"{key} '{path}' does not exist; give the path of an existing file or folder")
+    return path
+
+
+class NormalizationConfig(Section):
+    """How uint8 aerial bands become model inputs."""
+
+    mode: Literal["custom", "scaling", "without"] = "custom"
+    """custom: (x - mean) / std per band; scaling: x / 255; without: raw values."""
+    means: list[float] | None = None
+    """Per selected channel; defaults to the FLAIR statistics of the selected bands."""
+    stds: list[float] | None = None
+
+
+class SentinelConfig(Section):
+    """Sentinel-2 time series of FLAIR #2 (used by the multimodal U-T&T model)."""
+
+    enabled: bool = False
+    sat_patch_size: int = Field(40, gt=0)
+    """Side, in 10 m pixels, of the super-patch cropped around each aerial patch (multiple of 8)."""
+    filter_clouds: bool = False
+    cloud_probability: int = Field(60, ge=0, le=100)
+    """A pixel counts as snow or cloud when its mask probability is at least this."""
+    max_cover: float = Field(0.5, gt=0, le=1)
+    """A date is kept when its snow + cloud cover fraction is below this."""
+    monthly_average: bool = False
+    divisor: float = Field(65535.0, gt=0)
+    """Reflectances are divided by this (IGN divides uint16 series by 65535, but forgets to after monthly averaging;
+    flairkit divides in every case)."""
+    reference_date: str = "2021-05-15"
+    """Dates become day offsets (reference - date) with the acquisition year ignored, as FLAIR #2 does."""
+
+    @field_validator("sat_patch_size")
+    @classmethod
+    def _multiple_of_8(cls, value: int) -> int:
+        if value % 8:
+            raise ValueError(f"must be a multiple of 8 (U-TAE downsamples 3 times), got {value}; try 40")
+        return value
+
+
+class DataConfig(Section):
+    """Where the dataset is and how patches become tensors."""
+
+    root: Path | None = None
+    """FLAIR #2 layout root (holds flair_aerial_train, flair_labels_train, ...), or a synthetic world."""
+    train_csv: Path | None = None
+    val_csv: Path | None = None
+    test_csv: Path | None = None
+    """FLAIR-1 style path lists (image,mask per line); used instead of ``root`` when given."""
+    channels: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5])
+    """1-based aerial bands in the order fed to the model: 1 R, 2 G, 3 B, 4 NIR, 5 elevation."""
+    nomenclature: str = "15cl"
+    normalization: NormalizationConfig = Field(default_factory=NormalizationConfig)
+    metadata: bool = False
+    """Feed the 45-value aerial metadata encoding to the model (FLAIR-1 MTD)."""
+    metadata_encoding: Literal["official", "corrected"] = "official"
+    """official keeps IGN's constant month term; corrected encodes the month properly."""
+    sentinel: SentinelConfig = Field(default_factory=SentinelConfig)
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    """Share of domains held out for validation when splitting a FLAIR #2 folder by domain."""
+    split_seed: int = 2022
+    augmentation_probability: float = Field(0.5, ge=0, le=1)
+    """Probability of each of hflip, vflip, rot90 during training; 0 disables augmentation."""
+    batch_size: int = Field(10, gt=0)
+    num_workers: int | None = Field(None, ge=0)
+    """Loader processes; default: min(cores - 1, 8)."""
+    pin_memory: bool | None = None
+    """Default: on when training on a GPU."""
+    prefetch_factor: int = Field(2, gt=0)
+
+    _root_exists = field_validator("root")(lambda v: _existing(v, "data.root"))
+    _train_exists = field_validator("train_csv")(lambda v: _existing(v, "data.train_csv"))
+    _val_exists = field_validator("val_csv")(lambda v: _existing(v, "data.val_csv"))
+    _test_exists = field_validator("test_csv")(lambda v: _existing(v, "data.test_csv"))
+
+    @field_validator("channels")
+    @classmethod
+    def _valid_channels(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("select at least one band, e.g. [1, 2, 3] for RGB")
+        bad = [c for c in value if not 1 <= c <= len(BAND_NAMES)]
+        if bad:
+            raise ValueError(f"bands are 1-based in 1..5 (R, G, B, NIR, elevation); got {bad}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"a band is selected twice in {value}")
+        return value
+
+    @field_validator("nomenclature")
+    @classmethod
+    def _known_nomenclature(cls, value: str) -> str:
+        if value not in NOMENCLATURES:
+            raise ValueError(f"unknown nomenclature {value!r}; choose one of {', '.join(NOMENCLATURES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _fill_normalization(self) -> DataConfig:
+        norm = self.normalization
+        if norm.mode != "custom":
+            return self
+        n = len(self.channels)
+        for key, default in (("means", FLAIR_MEANS), ("stds", FLAIR_STDS)):
+            values = getattr(norm, key)
+            if values is None:
+                object.__setattr__(norm, key, [default[c - 1] for c in self.channels])
+            elif len(values) != n:
+                raise ValueError(
+                    f"data.normalization.{key} has {len(values)} values but data.channels selects {n} bands "
+                    f"{self.channels}; give one value per selected band or remove the key to use the FLAIR statistics"
+                )
+        if any(s <= 0 for s in norm.stds or []):
+            raise ValueError("data.normalization.stds must all be > 0")
+        return self
+
+
+class UTAEConfig(Section):
+    """U-TAE satellite branch (defaults: the official FLAIR #2 settings)."""
+
+    input_dim: int = 10
+    encoder_widths: list[int] = Field(default_factory=lambda: [64, 64, 128, 128])
+    decoder_widths: list[int] = Field(default_factory=lambda: [64, 64, 128, 128])
+    out_conv: list[int] = Field(default_factory=lambda: [32, 13])
+    n_head: int = 16
+    d_model: int = 256
+    d_k: int = 4
+    official_pad_norm: bool = False
+    """Reproduce IGN's L-TAE normalisation, whose statistics include padded dates (outputs then depend on padding)."""
+
+
+class FusionConfig(Section):
+    """How U-TAE features join the aerial U-Net encoder."""
+
+    mode: Literal["cropped", "collapsed", "both"] = "both"
+    official_batch_collapse: bool = False
+    """Reproduce IGN's bug: the collapsed branch uses batch element 0 for the whole batch."""
+    modality_dropout: float = Field(0.0, ge=0, le=1)
+    """Probability of dropping the satellite contribution for a training batch (paper M.DR: 0.5)."""
+
+
+class ModelConfig(Section):
+    """Network architecture."""
+
+    arch: str = "unet"
+    """Any segmentation_models_pytorch architecture name: unet, deeplabv3, fpn, unetplusplus, ..."""
+    encoder: str = "resnet34"
+    encoder_weights: str | None = "imagenet"
+    """Encoder pre-training, used only when no checkpoint is loaded; null for random initialisation."""
+    smp_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Extra keyword arguments of ``smp.create_model`` (e.g. ``decoder_channels: [128, 64, 32, 16, 8]``)."""
+    multimodal: bool = False
+    """U-T&T: fuse the Sentinel-2 U-TAE branch into the aerial U-Net (FLAIR #2)."""
+    utae: UTAEConfig = Field(default_factory=UTAEConfig)
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
+
+
+class TrainConfig(Section):
+    """Optimisation, hardware and checkpointing of ``flair train``."""
+
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.02, gt=0)
+    momentum: float = Field(0.0, ge=0)
+    """SGD momentum; 0 as in the official FLAIR code."""
+    weight_decay: float = Field(0.0, ge=0)
+    plateau_factor: float = Field(0.5, gt=0, lt=1)
+    plateau_patience: int = Field(10, ge=0)
+    plateau_cooldown: int = Field(4, ge=0)
+    min_lr: float = Field(1e-7, ge=0)
+    max_epochs: int = Field(200, gt=0)
+    early_stopping_patience: int | None = Field(30, ge=1)
+    seed: int = 2022
+    deterministic: bool = False
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: int | str = "auto"
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = "auto"
+    sync_batchnorm: bool = False
+    """Synchronise batch-norm statistics across processes (makes DDP match one process with the same global batch)."""
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
+    channels_last: bool = False
+    compile: bool = False
+    resume_from: Path | None = None
+    """A checkpoint of an interrupted run: restores weights, optimiser, scheduler and epoch."""
+    init_weights: Path | None = None
+    """Weights to start from (fine-tuning); the optimiser starts afresh."""
+    checkpoint_every_n_epochs: int = Field(1, ge=1)
+    limit_train_batches: int | float = 1.0
+    limit_val_batches: int | float = 1.0
+    log_every_n_steps: int = Field(10, gt=0)
+
+    _resume_exists = field_validator("resume_from")(lambda v: _existing(v, "train.resume_from"))
+    _init_exists = field_validator("init_weights")(lambda v: _existing(v, "train.init_weights"))
+
+
+class EvaluateConfig(Section):
+    """Prediction and metrics (``flair predict``, ``flair evaluate``, ``flair metrics``)."""
+
+    checkpoint: Path | None = None
+    protocol: Literal["auto", "flair1", "model-card", "flair2"] = "auto"
+    """auto: flair2 for 13-logit nomenclatures, flair1 otherwise."""
+    batch_size: int = Field(8, gt=0)
+
+    _ckpt_exists = field_validator("checkpoint")(lambda v: _existing(v, "evaluate.checkpoint"))
+
+
+class DetectConfig(Section):
+    """Zone detection on large orthophotos (``flair detect``)."""
+
+    tile_size: int = Field(512, gt=0)
+    margin: int = Field(128, ge=0)
+    stitching: Literal["margin", "blend"] = "margin"
+    batch_size: int = Field(4, gt=0)
+    output_codes: Literal["flair", "index"] = "flair"
+    """flair: write FLAIR class codes 1..19; index: 0-based targets."""
+    probabilities: list[str] = Field(default_factory=list)
+    """Class names whose probability bands (uint8 0..255) are written; empty for none."""
+    confidence: bool = False
+    nodata: float | None = None
+    cog: bool = False
+    vectorize: bool = False
+    min_polygon_area: float = Field(0.0, ge=0)
+    simplify_tolerance: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _margin_fits(self) -> DetectConfig:
+        if 2 * self.margin >= self.tile_size:
+            raise ValueError(
+                f"detect.margin={self.margin} leaves no centre in detect.tile_size={self.tile_size} "
+                f"(2*margin must be < tile_size); lower the margin or raise the tile size"
+            )
+        return self
+
+
+class PublishedMetrics(Section):
+    """Figures published for a configuration (paper table or model card), in %."""
+
+    source: str
+    miou: float
+    overall_accuracy: float | None = None
+    per_class_iou: dict[str, float] = Field(default_factory=dict)
+    protocol: Literal["flair1", "model-card", "flair2"] = "flair1"
+
+
+class ReleaseConfig(Section):
+    """Where IGN's released weights of a preset are published."""
+
+    hub_repo: str
+    """Model hub repository, e.g. IGNF/FLAIR-INC_rgbie_15cl_resnet34-unet."""
+    filename: str
+    """Weights file inside the repository."""
+    sha256: str | None = None
+
+
+class FlairConfig(Section):
+    """Every section of a flairkit run."""
+
+    name: str = "run"
+    description: str = ""
+    published: PublishedMetrics | None = None
+    release: ReleaseConfig | None = None
+    output_dir: Path = Path("runs")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    detect: DetectConfig = Field(default_factory=DetectConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FlairConfig:
+        if self.model.multimodal and not self.data.sentinel.enabled:
+            raise ValueError(
+                "model.multimodal needs Sentinel-2 inputs; set data.sentinel.enabled=true or model.multimodal=false"
+            )
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        """The folder that receives this run's outputs."""
+        return Path(self.output_dir) / self.name

@@ -1,0 +1,136 @@
+"""The Lightning data module: finds the splits of a config's dataset and serves uint8 batches."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from flairkit.config.schema import FlairConfig
+from flairkit.data.datasets import EpochShuffleSampler, PatchDataset, SentinelSource, collate_patches
+from flairkit.data.discovery import (
+    CENTROIDS_FILES,
+    METADATA_FILES,
+    PatchRecord,
+    discover_folder,
+    find_dataset_file,
+    read_csv_list,
+    split_by_domain,
+)
+from flairkit.data.metadata import load_aerial_metadata, metadata_for
+from flairkit.data.sentinel import load_centroids
+from flairkit.errors import ConfigError, DataError
+from flairkit.nomenclature import get_nomenclature
+
+SPLITS = ("train", "val", "test")
+
+
+def default_num_workers() -> int:
+    """Loader processes: one core is left to the main process, at most 8."""
+    return max(0, min((os.cpu_count() or 1) - 1, 8))
+
+
+def split_records(config: FlairConfig, split: str) -> list[PatchRecord]:
+    """The patch records of ``split`` (train, val or test) for the config's dataset."""
+    data = config.data
+    csv_path = {"train": data.train_csv, "val": data.val_csv, "test": data.test_csv}[split]
+    if csv_path is not None:
+        return read_csv_list(csv_path)
+    if data.root is None:
+        key = f"data.{split}_csv"
+        raise ConfigError(f"no data for the {split} split: set data.root (a FLAIR #2 folder) or {key} (a CSV list)")
+    if split == "test":
+        return discover_folder(data.root, "test")
+    train, val = split_by_domain(discover_folder(data.root, "train"), data.val_fraction, data.split_seed)
+    return train if split == "train" else val
+
+
+def _dataset_root(config: FlairConfig, records: Sequence[PatchRecord]) -> Path:
+    if config.data.root is not None:
+        return Path(config.data.root)
+    csv = config.data.train_csv or config.data.val_csv or config.data.test_csv
+    return Path(csv).parent if csv is not None else Path(records[0].image).parent
+
+
+def build_dataset(config: FlairConfig, records: Sequence[PatchRecord], with_labels: bool = True) -> PatchDataset:
+    """A :class:`PatchDataset` over ``records`` with the config's bands, nomenclature, metadata and Sentinel-2."""
+    if not records:
+        raise DataError("the split holds no patch; check data.root / the CSV lists")
+    data = config.data
+    root = _dataset_root(config, records)
+    metadata = None
+    if data.metadata:
+        path = find_dataset_file(root, METADATA_FILES)
+        if path is None:
+            raise DataError(
+                f"data.metadata is on but no {METADATA_FILES[0]} was found at or above {root}; add it there "
+                "or set data.metadata=false"
+            )
+        metadata = metadata_for(records, load_aerial_metadata(path), data.metadata_encoding)
+    sentinel = None
+    if data.sentinel.enabled:
+        path = find_dataset_file(root, CENTROIDS_FILES)
+        if path is None:
+            raise DataError(
+                f"data.sentinel.enabled is on but no {CENTROIDS_FILES[0]} was found at or above {root}; "
+                "add it or set data.sentinel.enabled=false"
+            )
+        sentinel = SentinelSource(load_centroids(path), data.sentinel)
+    return PatchDataset(
+        records,
+        data.channels,
+        get_nomenclature(data.nomenclature),
+        metadata=metadata,
+        sentinel=sentinel,
+        with_labels=with_labels,
+    )
+
+
+class FlairDataModule(L.LightningDataModule):
+    """Train, val and test loaders of uint8 patches; normalisation and augmentation happen on the device."""
+
+    def __init__(self, config: FlairConfig):
+        super().__init__()
+        self.config = config
+        self.datasets: dict[str, PatchDataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage or "", SPLITS)
+        for split in wanted:
+            if split not in self.datasets:
+                self.datasets[split] = build_dataset(self.config, split_records(self.config, split))
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
+        data = self.config.data
+        rank, world = self._rank_and_world()
+        dataset = self.datasets[split]
+        sampler = EpochShuffleSampler(len(dataset), self.config.train.seed, rank, world, shuffle=shuffle)
+        workers = default_num_workers() if data.num_workers is None else data.num_workers
+        pin = torch.cuda.is_available() if data.pin_memory is None else data.pin_memory
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            pin_memory=pin,
+            collate_fn=collate_patches,
+            persistent_workers=workers > 0,
+            prefetch_factor=data.prefetch_factor if workers > 0 else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True, batch_size=self.config.data.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False, batch_size=self.config.data.batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False, batch_size=self.config.evaluate.batch_size)

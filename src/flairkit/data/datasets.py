@@ -1,0 +1,149 @@
+"""PyTorch datasets of FLAIR patches: uint8 aerial bands, mapped targets, metadata and Sentinel-2 series."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from flairkit.config.schema import SentinelConfig
+from flairkit.data.discovery import PatchRecord
+from flairkit.data.rasters import read_raster
+from flairkit.data.sentinel import load_sentinel_sample, pad_time_series
+from flairkit.errors import DataError
+from flairkit.nomenclature import Nomenclature
+
+
+@dataclass(frozen=True)
+class SentinelSource:
+    """Where each patch's Sentinel-2 super-patch comes from."""
+
+    centroids: dict[str, tuple[int, int]]
+    config: SentinelConfig
+
+
+class PatchDataset(Dataset):
+    """FLAIR patches as dictionaries of tensors.
+
+    Items hold ``image`` (C, H, W) uint8, ``target`` (H, W) uint8 (0-based targets) when labels exist,
+    ``metadata`` (45,) float32 when given, ``sentinel`` (T, 10, S, S) float32 and ``dates`` (T,) when a
+    Sentinel-2 source is given, plus ``index``.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[PatchRecord],
+        channels: Sequence[int],
+        nomenclature: Nomenclature,
+        *,
+        metadata: np.ndarray | None = None,
+        sentinel: SentinelSource | None = None,
+        with_labels: bool = True,
+    ):
+        if metadata is not None and len(metadata) != len(records):
+            raise ValueError("one metadata row per record is required")
+        self.records = list(records)
+        self.channels = list(channels)
+        self.nomenclature = nomenclature
+        self.metadata = None if metadata is None else torch.as_tensor(metadata, dtype=torch.float32)
+        self.sentinel = sentinel
+        self.with_labels = with_labels
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def read_target(self, record: PatchRecord) -> np.ndarray:
+        """The 0-based targets of a patch's mask; out-of-range values are an error naming the file."""
+        if record.mask is None:
+            raise DataError(f"no mask for {record.image}; give image,mask pairs or predict without labels")
+        mask = read_raster(record.mask, bands=[1])[0]
+        invalid = self.nomenclature.invalid_values(mask)
+        if invalid.size:
+            raise DataError(
+                f"{record.mask}: mask values {invalid.tolist()} are not FLAIR classes (1..19); "
+                "fix the mask or run `flair data check` to list every bad file"
+            )
+        return self.nomenclature.map_mask(mask)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        record = self.records[index]
+        image = read_raster(record.image, bands=self.channels)
+        if image.dtype != np.uint8:
+            raise DataError(f"{record.image}: bands are {image.dtype}, FLAIR patches are uint8; convert the file")
+        item: dict[str, Any] = {"image": torch.from_numpy(image), "index": index}
+        if self.with_labels:
+            target = self.read_target(record)
+            if target.shape != image.shape[1:]:
+                raise DataError(
+                    f"{record.mask}: mask is {target.shape[0]}x{target.shape[1]} but image {record.image} is "
+                    f"{image.shape[1]}x{image.shape[2]}; image and mask must have the same size"
+                )
+            item["target"] = torch.from_numpy(target)
+        if self.metadata is not None:
+            item["metadata"] = self.metadata[index]
+        if self.sentinel is not None:
+            item.update(self._sentinel_item(record))
+        return item
+
+    def _sentinel_item(self, record: PatchRecord) -> dict[str, torch.Tensor]:
+        if record.sentinel_dir is None:
+            raise DataError(f"{record.image}: no Sentinel-2 folder found for this patch's area")
+        key = Path(record.image).name
+        centroid = self.sentinel.centroids.get(key)
+        if centroid is None:
+            raise DataError(
+                f"{key} has no entry in the centroids JSON (flair-2_centroids_sp_to_patch.json); "
+                "add it or disable Sentinel-2 (data.sentinel.enabled=false)"
+            )
+        sample = load_sentinel_sample(record.sentinel_dir, key, centroid, self.sentinel.config)
+        series = torch.from_numpy(sample.series) / self.sentinel.config.divisor
+        return {"sentinel": series, "dates": torch.from_numpy(sample.dates)}
+
+
+def collate_patches(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack patch items into a batch; Sentinel-2 series are zero-padded on time with a pad mask."""
+    batch: dict[str, Any] = {"image": torch.stack([it["image"] for it in items])}
+    batch["index"] = torch.tensor([it["index"] for it in items])
+    if "target" in items[0]:
+        batch["target"] = torch.stack([it["target"] for it in items])
+    if "metadata" in items[0]:
+        batch["metadata"] = torch.stack([it["metadata"] for it in items])
+    if "sentinel" in items[0]:
+        series, dates, pad_mask = pad_time_series([(it["sentinel"], it["dates"]) for it in items])
+        batch.update(sentinel=series, dates=dates, pad_mask=pad_mask)
+    return batch
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """Shuffle per epoch and give rank ``r`` every ``world_size``-th index of the permutation.
+
+    With one process this yields exactly the union, batch by batch, of what ``world_size`` processes
+    see together (same permutation as :class:`torch.utils.data.DistributedSampler`), so a DDP run and
+    a single-process run with the same global batch train on the same samples.
+    """
+
+    def __init__(self, length: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True):
+        self.length, self.seed, self.rank, self.world_size, self.shuffle = length, seed, rank, world_size, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the permutation of the next pass (Lightning calls this every epoch)."""
+        self.epoch = epoch
+
+    def _order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.length))
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        return torch.randperm(self.length, generator=generator).tolist()
+
+    def __iter__(self):
+        return iter(self._order()[self.rank :: self.world_size])
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.world_size))

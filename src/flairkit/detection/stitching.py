@@ -1,0 +1,189 @@
+"""Turning tile logits into finished blocks of the map, on the device where the model runs.
+
+A finished block is a (bands, rows, cols) uint8 array: band 0 holds 0-based target indices
+(:data:`NODATA_TARGET` where the input is missing), then one band per requested class probability and
+an optional confidence band, all ``round(255 * p)`` (0 where the input is missing). Disabled targets
+(loss weight 0) are never predicted: their logits are left out before argmax and softmax.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from flairkit.detection.tiling import Block, Tile, TilePlan, hann_window
+from flairkit.nomenclature import INVALID_TARGET, Nomenclature
+
+NODATA_TARGET = INVALID_TARGET
+"""Band-0 value of pixels whose input is missing."""
+
+
+@dataclass(frozen=True)
+class OutputBands:
+    """Which bands a finished block holds besides the class band."""
+
+    enabled: tuple[int, ...]
+    """Targets that may be predicted, in target order."""
+    probabilities: tuple[int, ...] = ()
+    """Targets whose probability band is written."""
+    confidence: bool = False
+
+    @classmethod
+    def for_nomenclature(
+        cls, nomenclature: Nomenclature, probabilities: Sequence[int] = (), confidence: bool = False
+    ) -> OutputBands:
+        return cls(tuple(nomenclature.enabled), tuple(probabilities), confidence)
+
+    @property
+    def count(self) -> int:
+        return 1 + len(self.probabilities) + int(self.confidence)
+
+    @property
+    def scores(self) -> bool:
+        """Whether probabilities or confidence are written."""
+        return self.count > 1
+
+
+def _window(tile: Tile, block: Block, origin_row: int, origin_col: int) -> tuple[slice, slice, slice, slice] | None:
+    """(tile rows, tile cols, block rows, block cols) slices where ``tile`` provides pixels of ``block``.
+
+    ``origin_row``/``origin_col`` give the map position of the first row/column of the tile array.
+    """
+    rows = tile.keep_rows.intersect(block.rows)
+    cols = tile.keep_cols.intersect(block.cols)
+    if rows is None or cols is None:
+        return None
+    return (
+        slice(rows.start - origin_row, rows.stop - origin_row),
+        slice(cols.start - origin_col, cols.stop - origin_col),
+        slice(rows.start - block.rows.start, rows.stop - block.rows.start),
+        slice(cols.start - block.cols.start, cols.stop - block.cols.start),
+    )
+
+
+def contributes(tile: Tile, block: Block, valid: np.ndarray | None) -> bool:
+    """Whether ``tile`` provides at least one non-missing pixel of ``block`` (else it need not run)."""
+    rows, cols = tile.keep_rows.intersect(block.rows), tile.keep_cols.intersect(block.cols)
+    if rows is None or cols is None:
+        return False
+    if valid is None:
+        return True
+    r0, c0 = block.rows.start, block.cols.start
+    return bool(valid[rows.start - r0 : rows.stop - r0, cols.start - c0 : cols.stop - c0].any())
+
+
+def _to_uint8(probabilities: torch.Tensor) -> torch.Tensor:
+    return torch.round(probabilities * 255).to(torch.uint8)
+
+
+class BlockAssembler(abc.ABC):
+    """Collects the predictions of a block's tiles; ``finish`` returns the block's bands."""
+
+    def __init__(self, plan: TilePlan, bands: OutputBands, device: torch.device | str):
+        self.plan = plan
+        self.bands = bands
+        self.device = torch.device(device)
+        self._enabled = torch.as_tensor(bands.enabled, device=self.device)
+        self._position = {target: i for i, target in enumerate(bands.enabled)}
+        self._block: Block | None = None
+        self._valid: np.ndarray | None = None
+
+    def start(self, block: Block, valid: np.ndarray | None) -> None:
+        """Begin ``block``; ``valid`` marks its non-missing pixels (None: all)."""
+        self._block, self._valid = block, valid
+
+    @abc.abstractmethod
+    def add(self, logits: torch.Tensor, tiles: Sequence[Tile]) -> None:
+        """Add the (B, K, T, T) logits of ``tiles`` (targets in nomenclature order)."""
+
+    @abc.abstractmethod
+    def _finish(self) -> torch.Tensor:
+        """The block's (bands, rows, cols) uint8 tensor, before missing pixels are blanked."""
+
+    def finish(self) -> np.ndarray:
+        """The finished block as a (bands, rows, cols) uint8 numpy array."""
+        out = self._finish().cpu().numpy()
+        if self._valid is not None:
+            missing = ~self._valid
+            out[0][missing] = NODATA_TARGET
+            out[1:, missing] = 0
+        self._block = self._valid = None
+        return out
+
+    def _score_bands(self, probabilities: torch.Tensor) -> list[torch.Tensor]:
+        """uint8 bands of the requested probabilities and the confidence; dim 1 holds the enabled targets."""
+        out = [_to_uint8(probabilities[:, self._position[t]]) for t in self.bands.probabilities]
+        if self.bands.confidence:
+            out.append(_to_uint8(probabilities.amax(dim=1)))
+        return out
+
+
+class MarginAssembler(BlockAssembler):
+    """Official flair-detect stitching: each tile's centre is pasted, later tiles over earlier ones."""
+
+    def start(self, block: Block, valid: np.ndarray | None) -> None:
+        super().start(block, valid)
+        self._out = torch.full((self.bands.count, *block.shape), NODATA_TARGET, dtype=torch.uint8, device=self.device)
+
+    def add(self, logits: torch.Tensor, tiles: Sequence[Tile]) -> None:
+        assert self._block is not None, "start() a block first"
+        margin, step = self.plan.margin, self.plan.step
+        # Kept windows always lie in the tile centre: drop the margins before any per-pixel work.
+        centre = logits[:, self._enabled, margin : margin + step, margin : margin + step]
+        classes = self._enabled[centre.argmax(dim=1)].to(torch.uint8)
+        planes = [classes]
+        if self.bands.scores:
+            planes.extend(self._score_bands(torch.softmax(centre, dim=1)))
+        stacked = torch.stack(planes, dim=1)
+        for i, tile in enumerate(tiles):
+            window = _window(tile, self._block, tile.row + margin, tile.col + margin)
+            if window is not None:
+                tile_rows, tile_cols, block_rows, block_cols = window
+                self._out[:, block_rows, block_cols] = stacked[i, :, tile_rows, tile_cols]
+
+    def _finish(self) -> torch.Tensor:
+        return self._out
+
+
+class BlendAssembler(BlockAssembler):
+    """Seamless stitching: probabilities of overlapping tiles averaged with a 2-D Hann window."""
+
+    def __init__(self, plan: TilePlan, bands: OutputBands, device: torch.device | str):
+        super().__init__(plan, bands, device)
+        window = torch.from_numpy(hann_window(plan.tile_size)).to(self.device)
+        self._weights = window[:, None] * window[None, :]
+
+    def start(self, block: Block, valid: np.ndarray | None) -> None:
+        super().start(block, valid)
+        self._sum = torch.zeros((len(self.bands.enabled), *block.shape), dtype=torch.float32, device=self.device)
+        self._weight_sum = torch.zeros(block.shape, dtype=torch.float32, device=self.device)
+
+    def add(self, logits: torch.Tensor, tiles: Sequence[Tile]) -> None:
+        assert self._block is not None, "start() a block first"
+        probabilities = torch.softmax(logits[:, self._enabled].float(), dim=1)
+        for i, tile in enumerate(tiles):
+            window = _window(tile, self._block, tile.row, tile.col)
+            if window is None:
+                continue
+            tile_rows, tile_cols, block_rows, block_cols = window
+            weights = self._weights[tile_rows, tile_cols]
+            self._sum[:, block_rows, block_cols].addcmul_(probabilities[i, :, tile_rows, tile_cols], weights)
+            self._weight_sum[block_rows, block_cols] += weights
+
+    def _finish(self) -> torch.Tensor:
+        # Pixels no tile reached are missing ones (skipped tiles); the clamp keeps them finite.
+        probabilities = (self._sum / self._weight_sum.clamp_min(1e-12)).unsqueeze(0)
+        classes = self._enabled[probabilities.argmax(dim=1)].to(torch.uint8)
+        planes = [classes]
+        if self.bands.scores:
+            planes.extend(self._score_bands(probabilities))
+        return torch.cat(planes, dim=0)
+
+
+def make_assembler(plan: TilePlan, bands: OutputBands, device: torch.device | str) -> BlockAssembler:
+    """The assembler of ``plan.mode``."""
+    return (MarginAssembler if plan.mode == "margin" else BlendAssembler)(plan, bands, device)

@@ -1,0 +1,237 @@
+"""Tile and block grids of zone detection, in whole pixels.
+
+Two stitching modes share one vocabulary:
+
+- a *tile* is a ``tile_size`` square fed to the network; its *kept* window is the part of its prediction
+  that reaches the map;
+- a *block* is a rectangle of the output map, the unit that is computed, written, journaled for resume
+  and handed to one rank. A block always gathers every tile that contributes to it, so blocks are
+  independent and the map does not depend on how blocks are shared out.
+
+``margin`` mode reproduces the tiling of IGN's ``flair-detect`` (after IGNF/FLAIR-1
+``src/zone_detect/slicing_job.py`` and IGNF/FLAIR-HUB ``flair_zonal_detection/slicing.py``): tile origins
+run from ``min - margin`` in steps of ``tile - 2 * margin`` up to ``max + margin``, measured in map
+coordinates, so columns start at the left edge and rows at the *bottom* edge; a tile that would pass
+``max + margin`` is snapped back so that it ends there (duplicates removed); each tile keeps its centre
+(``margin`` cropped on every side) and a tile written later overwrites an earlier one (columns left to
+right, rows bottom to top). The official code writes kept windows that start before the raster with
+GDAL resampling when the raster is narrower than one step; here they are clipped instead.
+
+``blend`` mode covers the scene extended by ``margin`` on every side with tiles ``tile - 2 * margin``
+apart (the last one shifted inward), reads outside the scene by reflection, and averages the
+probabilities of overlapping tiles with a Hann window.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Literal
+
+import numpy as np
+
+StitchingMode = Literal["margin", "blend"]
+DEFAULT_BLOCK_SIDE = 2048
+"""Target side of a block in pixels (rounded to a multiple of the tile step)."""
+
+
+@dataclass(frozen=True)
+class Span:
+    """A half-open pixel interval ``[start, stop)`` along one axis."""
+
+    start: int
+    stop: int
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+    def intersect(self, other: Span) -> Span | None:
+        start, stop = max(self.start, other.start), min(self.stop, other.stop)
+        return Span(start, stop) if start < stop else None
+
+
+@dataclass(frozen=True)
+class Tile1D:
+    """One tile along an axis: where its ``tile_size`` read starts and the span of the map it provides."""
+
+    origin: int
+    keep: Span
+
+
+def step_of(tile_size: int, margin: int) -> int:
+    """Distance between consecutive tile origins."""
+    step = tile_size - 2 * margin
+    if margin < 0 or step <= 0:
+        raise ValueError(f"margin={margin} must be >= 0 and 2*margin < tile_size={tile_size}")
+    return step
+
+
+def margin_tiles_1d(length: int, tile_size: int, margin: int) -> list[Tile1D]:
+    """Official flair-detect tiles along an axis of ``length`` pixels, measured from the start edge.
+
+    Returned in the official order (increasing coordinate); kept spans are clipped to ``[0, length)``.
+    """
+    step = step_of(tile_size, margin)
+    full = length // step
+    tiles = [Tile1D(k * step - margin, Span(k * step, (k + 1) * step)) for k in range(full)]
+    if length % step:
+        # The snapped tile ends at length + margin; it keeps the last `step` pixels.
+        tiles.append(Tile1D(length + margin - tile_size, Span(max(length - step, 0), length)))
+    return tiles
+
+
+def blend_tiles_1d(length: int, tile_size: int, margin: int) -> list[Tile1D]:
+    """Blend-mode tiles along an axis: they cover ``[-margin, length + margin)``, the last shifted inward.
+
+    A scene shorter than a tile gets one centred tile. Kept spans are the tiles clipped to the scene.
+    """
+    step = step_of(tile_size, margin)
+    if length + 2 * margin <= tile_size:
+        origins = [(length - tile_size) // 2]
+    else:
+        last = length + margin - tile_size
+        origins = [*range(-margin, last, step), last]
+    return [Tile1D(o, Span(max(o, 0), min(o + tile_size, length))) for o in origins]
+
+
+def block_spans_1d(length: int, block: int, from_end: bool = False, shift: int = 0) -> list[Span]:
+    """Cut ``[0, length)`` into spans of ``block`` pixels, boundaries ``shift`` pixels before multiples of ``block``.
+
+    With ``from_end`` the boundaries are measured from the end of the axis (and ``shift`` is ignored).
+    """
+    if from_end:
+        return [mirror(span, length) for span in reversed(block_spans_1d(length, block))]
+    cuts = [0, *(c for c in range(block - shift, length, block) if c > 0), length]
+    return [Span(a, b) for a, b in itertools.pairwise(cuts)]
+
+
+def mirror(span: Span, length: int) -> Span:
+    """The span seen from the other edge of an axis of ``length`` pixels."""
+    return Span(length - span.stop, length - span.start)
+
+
+def hann_window(tile_size: int) -> np.ndarray:
+    """1-D Hann weights ``sin²(π (i + ½) / n)``: smooth, symmetric, never exactly 0 (float32)."""
+    i = np.arange(tile_size, dtype=np.float64)
+    return (np.sin(np.pi * (i + 0.5) / tile_size) ** 2).astype(np.float32)
+
+
+def resolve_block_size(tile_size: int, margin: int, block_size: int | None = None) -> int:
+    """The block side: ``block_size`` (default about 2048) rounded up to a multiple of the tile step."""
+    step = step_of(tile_size, margin)
+    target = DEFAULT_BLOCK_SIDE if block_size is None else block_size
+    if target <= 0:
+        raise ValueError(f"block_size must be > 0, got {block_size}")
+    return max(1, math.ceil(target / step)) * step
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A tile in map pixels: its read window and the part of the map it provides."""
+
+    row: int
+    """Row of the read window's top edge (may be negative: reads outside the scene are filled)."""
+    col: int
+    size: int
+    keep_rows: Span
+    keep_cols: Span
+    order: tuple[int, int]
+    """Painting order in margin mode (later wins): (column index, row index counted from the bottom)."""
+
+
+@dataclass(frozen=True)
+class Block:
+    """A rectangle of the output map; ``id`` is its rank in row-major order from the top-left."""
+
+    id: int
+    rows: Span
+    cols: Span
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.rows.size, self.cols.size
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Tiles and blocks of one scene for one stitching mode."""
+
+    width: int
+    height: int
+    tile_size: int
+    margin: int
+    mode: StitchingMode
+    block_size: int
+
+    def __post_init__(self) -> None:
+        if self.width <= 0 or self.height <= 0:
+            raise ValueError(f"empty scene {self.width}x{self.height}")
+        step_of(self.tile_size, self.margin)
+
+    @property
+    def step(self) -> int:
+        return self.tile_size - 2 * self.margin
+
+    @cached_property
+    def _cols(self) -> list[Tile1D]:
+        tiles = margin_tiles_1d if self.mode == "margin" else blend_tiles_1d
+        return tiles(self.width, self.tile_size, self.margin)
+
+    @cached_property
+    def _rows(self) -> list[Tile1D]:
+        """Tiles along the rows, as row spans (top edge = 0) in the mode's painting order."""
+        if self.mode == "blend":
+            return blend_tiles_1d(self.height, self.tile_size, self.margin)
+        # Official rows are laid out from the bottom edge upward: mirror them into row coordinates.
+        return [
+            Tile1D(self.height - (t.origin + self.tile_size), mirror(t.keep, self.height))
+            for t in margin_tiles_1d(self.height, self.tile_size, self.margin)
+        ]
+
+    @cached_property
+    def blocks(self) -> list[Block]:
+        """Every block, row-major from the top-left, boundaries on the tile grid (margin mode: the official one)."""
+        if self.mode == "margin":
+            row_spans = block_spans_1d(self.height, self.block_size, from_end=True)
+            col_spans = block_spans_1d(self.width, self.block_size)
+        else:
+            # Boundaries on tile origins: a block then needs block/step + 1 tiles per side, not + 2.
+            row_spans = block_spans_1d(self.height, self.block_size, shift=self.margin % self.step)
+            col_spans = block_spans_1d(self.width, self.block_size, shift=self.margin % self.step)
+        spans = [(r, c) for r in row_spans for c in col_spans]
+        return [Block(i, r, c) for i, (r, c) in enumerate(spans)]
+
+    @property
+    def n_tiles(self) -> int:
+        """Number of distinct tiles of the scene."""
+        return len(self._rows) * len(self._cols)
+
+    def all_tiles(self) -> list[Tile]:
+        """Every distinct tile of the scene, in painting order."""
+        return self._tiles(range(len(self._rows)), range(len(self._cols)))
+
+    def tiles_for(self, block: Block) -> list[Tile]:
+        """The tiles whose kept window meets ``block``, in painting order."""
+        rows = [i for i, t in enumerate(self._rows) if t.keep.intersect(block.rows)]
+        cols = [j for j, t in enumerate(self._cols) if t.keep.intersect(block.cols)]
+        return self._tiles(rows, cols)
+
+    def _tiles(self, rows, cols) -> list[Tile]:
+        tiles = [
+            Tile(
+                row=self._rows[i].origin,
+                col=self._cols[j].origin,
+                size=self.tile_size,
+                keep_rows=self._rows[i].keep,
+                keep_cols=self._cols[j].keep,
+                order=(j, i),
+            )
+            for i in rows
+            for j in cols
+        ]
+        if self.mode == "margin":
+            tiles.sort(key=lambda t: t.order)
+        return tiles

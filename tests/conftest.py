@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny synthetic FLAIR worlds, made once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from flairkit.data.synth import SynthOptions, synthesize_world
+
+from flairkit.config import load_config
+
+# Tiny tensors: one thread avoids OpenMP spin-waiting on the 2 shared cores.
+torch.set_num_threads(1)
+
+TINY_PATCH = 32
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory) -> Path:
+    """A FLAIR #2-layout world: 4 domains (2 train, 1 val, 1 test), 32 px patches, Sentinel-2, one orthophoto."""
+    root = tmp_path_factory.mktemp("world") / "flair"
+    options = SynthOptions(
+        n_domains=4,
+        areas_per_domain=2,
+        patches_per_area=4,
+        patch_size=TINY_PATCH,
+        seed=7,
+        sentinel=True,
+        sat_patch_size=16,
+        n_orthos=1,
+        ortho_size=160,
+    )
+    synthesize_world(root, options)
+    return root
+
+
+def tiny_config(world: Path, run_root: Path, *overrides: str):
+    """A fast CPU training config on ``world`` writing under ``run_root``."""
+    return load_config(
+        "demo",
+        [
+            f"data.root={world}",
+            f"output_dir={run_root}",
+            "model.encoder=resnet18",
+            "model.encoder_weights=null",
+            "data.batch_size=2",
+            "data.num_workers=0",
+            "train.max_epochs=2",
+            "train.accelerator=cpu",
+            "train.devices=1",
+            "train.lr=0.001",
+            "evaluate.batch_size=4",
+            *overrides,
+        ],
+    )
