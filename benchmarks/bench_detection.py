@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -108,6 +109,7 @@ def main() -> None:
         return
 
     rows = []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as folder:
         for size in options.sizes:
             ortho = Path(folder) / f"ortho_{size}.tif"
@@ -147,7 +149,9 @@ def main() -> None:
     notes = (
         "U-Net ResNet34, 5 bands, 19 logits, random weights; tiles 512 px, margin 128, batch "
         f"{options.batch_size}, device {options.device}. Time covers reading, inference, stitching and writing "
-        "the LZW GeoTIFF. France = 550,000 km² at 0.2 m, extrapolated linearly from this run."
+        "the LZW GeoTIFF. France = 550,000 km² at 0.2 m, extrapolated linearly from this run. "
+        f"Load average (1 min) {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end: "
+        "other work on the machine slows these figures down."
     )
     record("Zone detection (flair detect)", markdown_table(header, rows), notes, write=not options.no_write)
 

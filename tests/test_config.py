@@ -89,3 +89,14 @@ def test_resolved_config_round_trips(tmp_path):
     path = save_resolved_config(config, tmp_path)
     assert load_config(path) == config
     assert yaml.safe_load(config_to_yaml(config))["train"]["lr"] == 0.003
+
+
+def test_every_config_key_is_documented_and_the_readme_reference_is_current():
+    from pathlib import Path
+
+    from flairkit.config.reference import iter_keys, reference_markdown
+
+    undocumented = [key for key, field in iter_keys() if not field.description]
+    assert undocumented == []
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    assert reference_markdown() in readme, "regenerate the README table with `flair config reference`"

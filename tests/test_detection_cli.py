@@ -45,6 +45,7 @@ def test_detect_command_maps_an_orthophoto_with_a_checkpoint(tmp_path):
     ortho = write_ortho(tmp_path / "ortho.tif")
     args = [
         str(ortho),
+        "-o",
         str(tmp_path / "map.tif"),
         "-c",
         str(config_path),

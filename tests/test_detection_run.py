@@ -230,11 +230,14 @@ def test_outputs_keep_the_grid_and_carry_colours_style_and_cog(ortho, tmp_path):
 
 def test_large_cog_has_nearest_overviews_and_512_tiles(tmp_path):
     ortho = write_ortho(tmp_path / "big.tif", smooth_ortho(600, 700, bands=5, seed=3))
-    detect(config("detect.cog=true"), ConstantModel(BUILDING), [ortho], tmp_path / "map.tif", progress=False)
-    with rasterio.open(tmp_path / "map.tif") as src:
-        assert src.overviews(1) == [2]
-        assert src.block_shapes[0] == (512, 512)
-        assert (src.read(1, out_shape=(300, 350)) == NOMENCLATURE.codes[BUILDING]).all()
+    cfg = config("detect.cog=true", "detect.confidence=true")
+    detect(cfg, ConstantModel(BUILDING), [ortho], tmp_path / "map.tif", progress=False)
+    for name in ("map.tif", "map_scores.tif"):
+        with rasterio.open(tmp_path / name) as src:
+            assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+            assert src.overviews(1) == [2]
+            assert src.block_shapes[0] == (512, 512)
+    assert (read(tmp_path / "map.tif") == NOMENCLATURE.codes[BUILDING]).all()
 
 
 def test_polygons_are_not_cut_by_processing_windows(tmp_path, monkeypatch):
@@ -343,6 +346,7 @@ def test_evaluation_against_labels_writes_flair_metrics(ortho, tmp_path):
     )
     metrics = summary.maps[0].metrics
     assert metrics.overall_accuracy == pytest.approx(50.0)
+    assert "OA 50.00" in str(summary) and "km²/h" in str(summary) and "water" in str(summary)
     saved = json.loads((tmp_path / "map_evaluation" / "metrics" / "metrics.json").read_text())
     assert saved["Avg_metrics"][1] == pytest.approx(50.0)
     off_grid = write_ortho(tmp_path / "small_labels.tif", labels[:, :100, :100])

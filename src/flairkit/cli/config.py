@@ -23,3 +23,11 @@ def validate_command(config: ConfigOption = None, overrides: SetOption = None) -
     """Check a config; exit code 0 when valid, 2 with the offending keys otherwise."""
     resolved = resolve_config(config, overrides)
     console.print(f"[green]valid[/]: {resolved.name}")
+
+
+@config_app.command("reference")
+def reference_command() -> None:
+    """Print every config key with its default and description (markdown)."""
+    from flairkit.config.reference import reference_markdown
+
+    console.print(reference_markdown(), markup=False, highlight=False, soft_wrap=True)

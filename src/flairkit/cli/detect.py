@@ -66,7 +66,7 @@ def detect_command(
     """Map land cover over orthophotos of any size: streamed, resumable, shareable between GPUs.
 
     Settings (tile size, margin, margin|blend stitching, outputs) come from the config's detect section,
-    e.g. --set detect.stitching=blend --set detect.probabilities='[building, water]'.
+    e.g. --set detect.stitching=blend --set detect.confidence=true --set detect.cog=true.
     """
     from flairkit.detection.distributed import env_rank_and_world_size
     from flairkit.detection.run import detect, print_summary

@@ -21,7 +21,7 @@ BAND_NAMES = ("red", "green", "blue", "nir", "elevation")
 class Section(BaseModel):
     """A config section: unknown keys are errors, assignments are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
 
 
 def _existing(path: Path | None, key: str) -> Path | None:
@@ -38,20 +38,24 @@ class NormalizationConfig(Section):
     means: list[float] | None = None
     """Per selected channel; defaults to the FLAIR statistics of the selected bands."""
     stds: list[float] | None = None
+    """Per selected channel; defaults to the FLAIR statistics of the selected bands."""
 
 
 class SentinelConfig(Section):
     """Sentinel-2 time series of FLAIR #2 (used by the multimodal U-T&T model)."""
 
     enabled: bool = False
+    """Load the Sentinel-2 super-patch of each aerial patch (needs the sen folders and the centroids JSON)."""
     sat_patch_size: int = Field(40, gt=0)
     """Side, in 10 m pixels, of the super-patch cropped around each aerial patch (multiple of 8)."""
     filter_clouds: bool = False
+    """Drop dates whose snow + cloud cover is too high (FLAIR #2 FILT)."""
     cloud_probability: int = Field(60, ge=0, le=100)
     """A pixel counts as snow or cloud when its mask probability is at least this."""
     max_cover: float = Field(0.5, gt=0, le=1)
     """A date is kept when its snow + cloud cover fraction is below this."""
     monthly_average: bool = False
+    """Average the kept dates of each calendar month (FLAIR #2 AVG M)."""
     divisor: float = Field(65535.0, gt=0)
     """Reflectances are divided by this (IGN divides uint16 series by 65535, but forgets to after monthly averaging;
     flairkit divides in every case)."""
@@ -72,12 +76,15 @@ class DataConfig(Section):
     root: Path | None = None
     """FLAIR #2 layout root (holds flair_aerial_train, flair_labels_train, ...), or a synthetic world."""
     train_csv: Path | None = None
+    """FLAIR-1 style path list of the train split (image,mask per line); used instead of ``root`` when given."""
     val_csv: Path | None = None
+    """FLAIR-1 style path list of the validation split."""
     test_csv: Path | None = None
-    """FLAIR-1 style path lists (image,mask per line); used instead of ``root`` when given."""
+    """FLAIR-1 style path list of the test split."""
     channels: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5])
     """1-based aerial bands in the order fed to the model: 1 R, 2 G, 3 B, 4 NIR, 5 elevation."""
     nomenclature: str = "15cl"
+    """Mask values -> targets: 15cl (19 logits, 4 disabled), 19cl, 13cl (FLAIR #2), 12cl, hub (see `flair models`)."""
     normalization: NormalizationConfig = Field(default_factory=NormalizationConfig)
     metadata: bool = False
     """Feed the 45-value aerial metadata encoding to the model (FLAIR-1 MTD)."""
@@ -87,14 +94,17 @@ class DataConfig(Section):
     val_fraction: float = Field(0.2, gt=0, lt=1)
     """Share of domains held out for validation when splitting a FLAIR #2 folder by domain."""
     split_seed: int = 2022
+    """Seed of the domain-wise train/val split."""
     augmentation_probability: float = Field(0.5, ge=0, le=1)
     """Probability of each of hflip, vflip, rot90 during training; 0 disables augmentation."""
     batch_size: int = Field(10, gt=0)
+    """Patches per training batch and per process (global batch = batch_size x devices x nodes)."""
     num_workers: int | None = Field(None, ge=0)
     """Loader processes; default: min(cores - 1, 8)."""
     pin_memory: bool | None = None
     """Default: on when training on a GPU."""
     prefetch_factor: int = Field(2, gt=0)
+    """Batches each loader process prepares ahead."""
 
     _root_exists = field_validator("root")(lambda v: _existing(v, "data.root"))
     _train_exists = field_validator("train_csv")(lambda v: _existing(v, "data.train_csv"))
@@ -144,12 +154,19 @@ class UTAEConfig(Section):
     """U-TAE satellite branch (defaults: the official FLAIR #2 settings)."""
 
     input_dim: int = 10
+    """Sentinel-2 bands fed to U-TAE."""
     encoder_widths: list[int] = Field(default_factory=lambda: [64, 64, 128, 128])
+    """Channels of the U-TAE encoder stages."""
     decoder_widths: list[int] = Field(default_factory=lambda: [64, 64, 128, 128])
+    """Channels of the U-TAE decoder stages."""
     out_conv: list[int] = Field(default_factory=lambda: [32, 13])
+    """U-TAE output head widths (computed but unused by U-T&T, as in FLAIR #2)."""
     n_head: int = 16
+    """L-TAE attention heads."""
     d_model: int = 256
+    """L-TAE model width."""
     d_k: int = 4
+    """L-TAE key/query size."""
     official_pad_norm: bool = False
     """Reproduce IGN's L-TAE normalisation, whose statistics include padded dates (outputs then depend on padding)."""
 
@@ -158,6 +175,7 @@ class FusionConfig(Section):
     """How U-TAE features join the aerial U-Net encoder."""
 
     mode: Literal["cropped", "collapsed", "both"] = "both"
+    """cropped: centre crop -> 1x1 conv; collapsed: spatial mean -> MLP; both: their sum (FLAIR #2)."""
     official_batch_collapse: bool = False
     """Reproduce IGN's bug: the collapsed branch uses batch element 0 for the whole batch."""
     modality_dropout: float = Field(0.0, ge=0, le=1)
@@ -170,6 +188,7 @@ class ModelConfig(Section):
     arch: str = "unet"
     """Any segmentation_models_pytorch architecture name: unet, deeplabv3, fpn, unetplusplus, ..."""
     encoder: str = "resnet34"
+    """Any smp encoder name: resnet34, resnet18, mit_b5, efficientnet-b4, ..."""
     encoder_weights: str | None = "imagenet"
     """Encoder pre-training, used only when no checkpoint is loaded; null for random initialisation."""
     smp_kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -184,35 +203,57 @@ class TrainConfig(Section):
     """Optimisation, hardware and checkpointing of ``flair train``."""
 
     optimizer: Literal["sgd", "adamw"] = "sgd"
+    """sgd (FLAIR) or adamw."""
     lr: float = Field(0.02, gt=0)
+    """Initial learning rate."""
     momentum: float = Field(0.0, ge=0)
     """SGD momentum; 0 as in the official FLAIR code."""
     weight_decay: float = Field(0.0, ge=0)
+    """L2 penalty (decoupled for adamw)."""
     plateau_factor: float = Field(0.5, gt=0, lt=1)
+    """ReduceLROnPlateau on val_loss: factor applied to the learning rate."""
     plateau_patience: int = Field(10, ge=0)
+    """ReduceLROnPlateau patience in epochs."""
     plateau_cooldown: int = Field(4, ge=0)
+    """ReduceLROnPlateau cooldown in epochs."""
     min_lr: float = Field(1e-7, ge=0)
+    """Lowest learning rate of the schedule."""
     max_epochs: int = Field(200, gt=0)
+    """Number of epochs at most."""
     early_stopping_patience: int | None = Field(30, ge=1)
+    """Stop after this many epochs without a better val_loss; null disables early stopping."""
     seed: int = 2022
+    """Seed of weights, shuffling, augmentation and dropout."""
     deterministic: bool = False
+    """Deterministic algorithms (bit-identical CPU runs for a seed; slower)."""
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    """Lightning accelerator."""
     devices: int | str = "auto"
+    """Devices per node (e.g. 4 GPUs); data.batch_size is per device."""
     num_nodes: int = Field(1, ge=1)
+    """Nodes (SLURM-friendly: Lightning reads the SLURM environment)."""
     strategy: str = "auto"
+    """Lightning strategy: auto, ddp, ddp_spawn, ..."""
     sync_batchnorm: bool = False
     """Synchronise batch-norm statistics across processes (makes DDP match one process with the same global batch)."""
     precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
+    """Numerical precision of training."""
     channels_last: bool = False
+    """NHWC memory layout (faster convolutions on recent GPUs and CPUs)."""
     compile: bool = False
+    """torch.compile the network."""
     resume_from: Path | None = None
     """A checkpoint of an interrupted run: restores weights, optimiser, scheduler and epoch."""
     init_weights: Path | None = None
     """Weights to start from (fine-tuning); the optimiser starts afresh."""
     checkpoint_every_n_epochs: int = Field(1, ge=1)
+    """Checkpoint period in epochs."""
     limit_train_batches: int | float = 1.0
+    """Fraction (float) or number (int) of training batches per epoch."""
     limit_val_batches: int | float = 1.0
+    """Fraction (float) or number (int) of validation batches per epoch."""
     log_every_n_steps: int = Field(10, gt=0)
+    """Logging period in steps."""
 
     _resume_exists = field_validator("resume_from")(lambda v: _existing(v, "train.resume_from"))
     _init_exists = field_validator("init_weights")(lambda v: _existing(v, "train.init_weights"))
@@ -222,9 +263,11 @@ class EvaluateConfig(Section):
     """Prediction and metrics (``flair predict``, ``flair evaluate``, ``flair metrics``)."""
 
     checkpoint: Path | None = None
+    """Default weights of ``flair predict/evaluate`` when --checkpoint is not given."""
     protocol: Literal["auto", "flair1", "model-card", "flair2"] = "auto"
     """auto: flair2 for 13-logit nomenclatures, flair1 otherwise."""
     batch_size: int = Field(8, gt=0)
+    """Patches per prediction batch."""
 
     _ckpt_exists = field_validator("checkpoint")(lambda v: _existing(v, "evaluate.checkpoint"))
 
@@ -233,19 +276,29 @@ class DetectConfig(Section):
     """Zone detection on large orthophotos (``flair detect``)."""
 
     tile_size: int = Field(512, gt=0)
+    """Side in pixels of the tiles given to the model."""
     margin: int = Field(128, ge=0)
+    """Pixels cropped on each tile side (margin mode) or overlap half-width (blend mode)."""
     stitching: Literal["margin", "blend"] = "margin"
+    """margin: official flair-detect hard centre crop; blend: overlapping tiles averaged with a smooth window."""
     batch_size: int = Field(4, gt=0)
+    """Tiles per inference batch."""
     output_codes: Literal["flair", "index"] = "flair"
     """flair: write FLAIR class codes 1..19; index: 0-based targets."""
     probabilities: list[str] = Field(default_factory=list)
     """Class names whose probability bands (uint8 0..255) are written; empty for none."""
     confidence: bool = False
+    """Also write a confidence band (max probability, uint8)."""
     nodata: float | None = None
+    """Input nodata value when the file declares none."""
     cog: bool = False
+    """Also write a Cloud-Optimised GeoTIFF with nearest overviews."""
     vectorize: bool = False
+    """Also write a GeoPackage of polygons per class."""
     min_polygon_area: float = Field(0.0, ge=0)
+    """Polygons smaller than this (m²) are dropped when vectorising."""
     simplify_tolerance: float = Field(0.0, ge=0)
+    """Douglas-Peucker tolerance (m) when vectorising; 0 keeps pixel edges."""
 
     @model_validator(mode="after")
     def _margin_fits(self) -> DetectConfig:
@@ -281,10 +334,15 @@ class FlairConfig(Section):
     """Every section of a flairkit run."""
 
     name: str = "run"
+    """Run name: outputs go to ``output_dir/name``."""
     description: str = ""
+    """Free text shown by ``flair models``."""
     published: PublishedMetrics | None = None
+    """Published figures of this configuration (paper or model card), for ``flair reproduce`` and ``flair compare``."""
     release: ReleaseConfig | None = None
+    """Where IGN published the weights of this configuration (released models only)."""
     output_dir: Path = Path("runs")
+    """Folder that holds the runs."""
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
