@@ -220,6 +220,15 @@ def test_other_seed_other_world(tmp_path):
     assert image_a.read_bytes() != image_b.read_bytes()
 
 
+def test_parallel_workers_write_the_same_world(tmp_path):
+    options = SynthOptions(**{**SMALL.__dict__, "sentinel": True, "sat_patch_size": 8})
+    synthesize_world(tmp_path / "serial", options)
+    synthesize_world(tmp_path / "parallel", SynthOptions(**{**options.__dict__, "workers": 2}))
+    serial, parallel = _tree(tmp_path / "serial"), _tree(tmp_path / "parallel")
+    assert serial.keys() == parallel.keys()
+    assert all(serial[k] == parallel[k] for k in serial if k not in ("world.json", "README.txt"))
+
+
 def test_refuses_to_overwrite(tmp_path):
     out = tmp_path / "world"
     out.mkdir()

@@ -25,6 +25,12 @@ def check_writable(path: Path, overwrite: bool = False) -> None:
         raise DataError(f"output folder {folder} is not writable; fix its permissions or choose another output")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
@@ -40,6 +46,7 @@ def atomic_path(path: Path, overwrite: bool = False) -> Iterator[Path]:
         yield tmp
         if path.exists() and not overwrite:
             raise OutputExistsError(f"{path} appeared while writing; pass --overwrite to replace it")
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -286,11 +286,13 @@ class DetectConfig(Section):
     output_codes: Literal["flair", "index"] = "flair"
     """flair: write FLAIR class codes 1..19; index: 0-based targets."""
     probabilities: list[str] = Field(default_factory=list)
-    """Class names whose probability bands (uint8 0..255) are written; empty for none."""
+    """Class names whose probability bands (uint8 0..255) are written into ``<map>_scores.tif``; empty for none."""
     confidence: bool = False
-    """Also write a confidence band (max probability, uint8)."""
+    """Also write a confidence band (max probability, uint8) into ``<map>_scores.tif``."""
     nodata: float | None = None
-    """Input nodata value when the file declares none."""
+    """Input value marking missing pixels (in all selected bands); overrides the file's own nodata."""
+    block_size: int | None = Field(None, gt=0)
+    """Side in pixels of the unit of work, resume and distribution (default about 2048, rounded to the tile step)."""
     cog: bool = False
     """Also write a Cloud-Optimised GeoTIFF with nearest overviews."""
     vectorize: bool = False

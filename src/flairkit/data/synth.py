@@ -34,6 +34,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -507,7 +508,8 @@ def _run_areas(jobs: list[_AreaJob], options: SynthOptions, root: Path) -> Itera
     if options.workers == 1 or len(jobs) == 1:
         yield from (_make_area(job, options, root) for job in jobs)
         return
-    with ProcessPoolExecutor(max_workers=options.workers) as pool:
+    # Spawned, not forked: the caller may hold threads (torch) that a fork would copy in a broken state.
+    with ProcessPoolExecutor(max_workers=options.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         yield from pool.map(_make_area, jobs, [options] * len(jobs), [root] * len(jobs))
 
 

@@ -29,7 +29,7 @@ DISTRICT_TYPES = (URBAN, AGRICULTURAL, NATURAL)
 
 DISTRICT_SPACING = 100.0
 PARCEL_SPACING = 45.0
-LOT_SPACING = 20.0
+LOT_SPACING = 24.0
 MAIN_ROAD_WIDTH = 7.0
 STREET_WIDTH = 5.0
 
@@ -59,10 +59,10 @@ C = {
 }
 
 PARCEL_WEIGHTS: dict[int, dict[str, float]] = {
-    URBAN: {"herbaceous vegetation": 0.5, "pervious surface": 0.3, "impervious surface": 0.2},
+    URBAN: {"herbaceous vegetation": 0.3, "pervious surface": 0.45, "impervious surface": 0.25},
     AGRICULTURAL: {
         "agricultural land": 0.30,
-        "herbaceous vegetation": 0.24,
+        "herbaceous vegetation": 0.22,
         "plowed land": 0.15,
         "vineyard": 0.11,
         "bare soil": 0.08,
@@ -74,7 +74,7 @@ PARCEL_WEIGHTS: dict[int, dict[str, float]] = {
         "deciduous": 0.28,
         "coniferous": 0.27,
         "brushwood": 0.12,
-        "herbaceous vegetation": 0.12,
+        "herbaceous vegetation": 0.06,
         "mixed": 0.07,
         "clear cut": 0.05,
         "ligneous": 0.05,
@@ -258,6 +258,8 @@ def _nearest(points: np.ndarray, seeds: np.ndarray) -> np.ndarray:
 
 def _rectangles(centres: np.ndarray, lengths: np.ndarray, widths: np.ndarray, angles: np.ndarray) -> np.ndarray:
     """Rotated rectangles; ``lengths`` run along ``angles``."""
+    if len(centres) == 0:
+        return np.zeros(0, dtype=object)
     u = np.column_stack([np.cos(angles), np.sin(angles)])
     v = np.column_stack([-np.sin(angles), np.cos(angles)])
     corners = np.array([(-1, -1), (1, -1), (1, 1), (-1, 1), (-1, -1)], dtype=np.float64) * 0.5
@@ -272,6 +274,8 @@ def _rectangles(centres: np.ndarray, lengths: np.ndarray, widths: np.ndarray, an
 def _blobs(rng: np.random.Generator, centres: np.ndarray, radii: np.ndarray, vertices: int = 36) -> np.ndarray:
     """Irregular round polygons (ponds, snow patches)."""
     n = len(centres)
+    if n == 0:
+        return np.zeros(0, dtype=object)
     theta = np.linspace(0.0, 2 * np.pi, vertices, endpoint=False)
     r = np.ones((n, vertices))
     for k in (2, 3, 5):
@@ -352,7 +356,10 @@ def build_layout(
     parcel_district = _nearest(parcel_seeds, districts)
     parcel_type = types[parcel_district]
     parcel_codes = np.zeros(len(parcels), dtype=np.uint8)
-    in_focus = shapely.area(shapely.intersection(parcels, focus_box))
+    in_focus = np.zeros(len(parcels))
+    b = shapely.bounds(parcels)
+    near = np.flatnonzero((b[:, 0] < focus[2]) & (b[:, 2] > focus[0]) & (b[:, 1] < focus[3]) & (b[:, 3] > focus[1]))
+    in_focus[near] = shapely.area(shapely.intersection(parcels[near], focus_box))
     for kind in DISTRICT_TYPES:
         members = np.flatnonzero(parcel_type == kind)
         parcel_codes[members] = _draw(rng, PARCEL_WEIGHTS[kind], len(members))
@@ -370,8 +377,10 @@ def build_layout(
     used: set[int] = set()
 
     def hosts(kind: int, share: float) -> tuple[np.ndarray, np.ndarray]:
-        """Random parcels of type ``kind`` plus the focus parcel of that type with most area in the focus not yet
-        used; returns (parcel indexes, a point inside each, in the focus for the focus parcel)."""
+        """Parcels of type ``kind`` to carry an overlay, and a point inside each.
+
+        A random ``share`` of them, plus the unused one with most area in the focus, whose point is in the focus.
+        """
         members = np.flatnonzero(parcel_type == kind)
         chosen = members[rng.random(len(members)) < share]
         points = shapely.get_coordinates(shapely.point_on_surface(parcels[chosen])).reshape(-1, 2)
@@ -393,7 +402,7 @@ def build_layout(
         line = shapely.linestrings(np.column_stack([t * width, y_start + (y_end - y_start) * t + wiggle]))
         features.add(np.array([shapely.buffer(line, 5.0 * max(scale, 0.3))]), C["water"])
     pond_hosts, pond_centres = hosts(NATURAL, 0.12)
-    pond_radii = 0.3 * np.sqrt(shapely.area(parcels[pond_hosts])) * rng.uniform(0.6, 1.0, len(pond_hosts))
+    pond_radii = 0.38 * np.sqrt(shapely.area(parcels[pond_hosts])) * rng.uniform(0.6, 1.0, len(pond_hosts))
     features.add(_blobs(rng, pond_centres, pond_radii), C["water"])
 
     # Urban lots: gardens or paved yards, each with a building and sometimes a pool.
@@ -438,7 +447,7 @@ def build_layout(
     big = paved & (rng.random(len(lots)) < 0.7)
     has_building = np.where(paved, big, rng.random(len(lots)) < 0.85)
     side = np.sqrt(lot_area)
-    length = np.where(big, 0.72, rng.uniform(0.45, 0.62, len(lots))) * side
+    length = np.where(big, 0.72, rng.uniform(0.45, 0.6, len(lots))) * side
     width_b = length * np.where(big, rng.uniform(0.6, 0.8, len(lots)), rng.uniform(0.55, 0.85, len(lots)))
     angle = district_angle[lot_district] + rng.normal(0, 0.06, len(lots))
     centre = lot_centre + rng.uniform(-0.08, 0.08, (len(lots), 2)) * side[:, None]
@@ -448,14 +457,29 @@ def build_layout(
     ok = has_building & (shapely.area(buildings) > (2.5 * lot_scale) ** 2) & ~on_road(buildings)
     features.add(buildings[ok], C["building"], angle[ok], centre[ok], half_widths=width_b[ok] / 2, pitched=~big[ok])
 
-    # Pools beside houses.
-    normal = np.column_stack([-np.sin(angle), np.cos(angle)]) * rng.choice([-1.0, 1.0], (len(lots), 1))
+    # Pools beside houses, on the first side of the house (front, back, left, right) where one fits.
+    side_sign = rng.choice([-1.0, 1.0], (len(lots), 1))
+    across = np.column_stack([-np.sin(angle), np.cos(angle)]) * side_sign
+    along = np.column_stack([np.cos(angle), np.sin(angle)]) * side_sign
     pool_w, pool_l = rng.uniform(3.5, 5.0, len(lots)) * lot_scale, rng.uniform(7.0, 10.0, len(lots)) * lot_scale
-    pool_centre = centre + normal * (width_b / 2 + pool_w / 2 + 1.2 * lot_scale)[:, None]
-    pools = _rectangles(pool_centre, pool_l, pool_w, angle)
-    fits = shapely.contains(shrunk, pools) & ~on_road(pools)
-    want = ok & ~paved & fits & (rng.random(len(lots)) < 0.45)
-    focus_lots = np.flatnonzero(ok & ~paved & fits & shapely.intersects(focus_box, pools))
+    gap = 1.0 * lot_scale
+    pools = np.full(len(lots), None, dtype=object)
+    fits = np.zeros(len(lots), dtype=bool)
+    for direction, reach in (
+        (across, width_b / 2 + pool_w / 2 + gap),
+        (-across, width_b / 2 + pool_w / 2 + gap),
+        (along, length / 2 + pool_l / 2 + gap),
+        (-along, length / 2 + pool_l / 2 + gap),
+    ):
+        todo = np.flatnonzero(ok & ~paved & ~fits)
+        candidate = _rectangles(
+            centre[todo] + direction[todo] * reach[todo, None], pool_l[todo], pool_w[todo], angle[todo]
+        )
+        good = shapely.contains(shrunk[todo], candidate) & ~on_road(candidate)
+        pools[todo[good]] = candidate[good]
+        fits[todo[good]] = True
+    want = fits & (rng.random(len(lots)) < 0.6)
+    focus_lots = np.flatnonzero(fits & shapely.intersects(focus_box, np.where(fits, pools, None)))
     want[focus_lots[:2]] = True
     features.add(pools[want], C["swimming pool"])
 
@@ -475,8 +499,8 @@ def build_layout(
     features.add(panels, C["other"], parcel_angle[pv_hosts] + np.pi / 2, pv_centre)
 
     # A few snow patches in natural districts (rare, as in FLAIR).
-    _, snow_centre = hosts(NATURAL, 0.02)
-    snow_radius = rng.uniform(4.0, 7.0, len(snow_centre)) * local_scale(snow_centre)
+    _, snow_centre = hosts(NATURAL, 0.03)
+    snow_radius = rng.uniform(6.0, 11.0, len(snow_centre)) * local_scale(snow_centre)
     features.add(_blobs(rng, snow_centre, snow_radius), C["snow"])
 
     return features.layout(width, height, background=C["herbaceous vegetation"])

@@ -51,17 +51,18 @@ class Look:
 LOOKS: dict[str, Look] = {
     # Roof colours come from ROOF_PALETTE; these are used for flat roofs.
     "building": Look((150, 150, 148, 132), (150, 150, 148, 132), ROOF, (6.0, 8.5), grain=4, mottle=3, spread=6),
-    "pervious surface": Look((118, 128, 94, 150), (152, 142, 114, 128), SMOOTH, (0.0, 0.3), grain=7, mottle=8),
+    "pervious surface": Look((112, 128, 88, 158), (148, 140, 112, 130), SMOOTH, (0.0, 0.3), grain=7, mottle=8),
     "impervious surface": Look((96, 97, 102, 86), (122, 120, 118, 100), SMOOTH, (0.0, 0.0), grain=5, spread=10),
-    "bare soil": Look((168, 142, 110, 152), (140, 118, 92, 132), SMOOTH, (0.0, 0.0), grain=6, mottle=8, spread=10),
+    "bare soil": Look((188, 152, 112, 162), (166, 132, 98, 148), SMOOTH, (0.0, 0.0), grain=5, mottle=8, spread=9),
     "water": Look((38, 60, 72, 20), (50, 74, 82, 28), SMOOTH, (0.0, 0.0), grain=2.5, mottle=4, spread=6),
     "coniferous": Look((24, 36, 30, 52), (48, 70, 52, 138), CROWN_SMALL, (3.0, 20.0), grain=6, mottle=5, spread=6),
     "deciduous": Look((40, 58, 38, 95), (86, 122, 70, 206), CROWN_LARGE, (4.0, 17.0), grain=6, spread=8),
     "brushwood": Look((128, 126, 92, 150), (84, 104, 62, 180), SHRUBS, (0.2, 2.5), grain=7),
     "vineyard": Look((150, 132, 105, 135), (76, 104, 58, 182), STRIPES, (0.0, 1.6), period=2.5, grain=6, mottle=5),
     "herbaceous vegetation": Look((108, 138, 74, 178), (120, 146, 84, 186), SMOOTH, (0.1, 0.4), grain=5, spread=9),
-    # Aerial twin of herbaceous vegetation: only its Sentinel-2 profile tells it apart.
-    "agricultural land": Look((110, 139, 73, 176), (121, 147, 83, 185), SMOOTH, (0.1, 0.45), grain=5, spread=9),
+    # Aerial twin of herbaceous vegetation: same colours and height, only faint 3 m drill rows; its Sentinel-2
+    # profile (a winter crop) is what tells it apart.
+    "agricultural land": Look((110, 139, 75, 177), (118, 145, 81, 183), STRIPES, (0.1, 0.4), period=3.0, grain=5),
     "plowed land": Look((152, 124, 96, 118), (110, 90, 70, 94), STRIPES, (0.0, 0.0), period=0.9, grain=6),
     "swimming pool": Look((58, 172, 198, 52), (82, 200, 222, 64), SMOOTH, (0.0, 0.0), grain=3, mottle=3, spread=10),
     "snow": Look((234, 238, 244, 222), (214, 220, 230, 204), SMOOTH, (0.0, 0.5), grain=3, mottle=4, spread=4),

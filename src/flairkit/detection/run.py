@@ -1,22 +1,21 @@
 """``detect``: land-cover maps of orthophotos of any size, streamed block by block.
 
-For each input the map is cut into blocks (:mod:`~flairkit.detection.tiling`). A reader thread reads each
-block's neighbourhood once and cuts its tiles; the main thread runs the model on batches of tiles and
-stitches them (:mod:`~flairkit.detection.stitching`); a writer thread puts finished blocks in place and
-journals them (:mod:`~flairkit.detection.resume`). Memory depends on the block size, never on the raster
-size. Ranks share the blocks (:mod:`~flairkit.detection.distributed`); rank 0 writes the final files
-(:mod:`~flairkit.detection.writing`).
+For each input: check everything first (inputs, outputs, model), cut the map into blocks
+(:mod:`~flairkit.detection.tiling`), share the missing blocks between ranks
+(:mod:`~flairkit.detection.distributed`), stream them through the model
+(:mod:`~flairkit.detection.pipeline`, :mod:`~flairkit.detection.stitching`) into the journaled work
+folder (:mod:`~flairkit.detection.resume`), then rank 0 writes the final files
+(:mod:`~flairkit.detection.writing`, :mod:`~flairkit.detection.vectorize`) and scores the map against
+labels when asked. Memory depends on the block size, never on the raster size.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +25,17 @@ import torch
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 from rich.console import Console
-from rich.progress import BarColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn, TimeRemainingColumn
-from rich.table import Table
-from rich.text import Text
 
 from flairkit.atomic import atomic_path, check_writable, write_text_atomic
 from flairkit.config.schema import FlairConfig
 from flairkit.data.transforms import Normalizer
 from flairkit.detection.distributed import Ranks, init_ranks, shard
-from flairkit.detection.reading import Fill, InputRaster, SceneReader, expand_inputs, inspect_input
+from flairkit.detection.pipeline import compute_blocks
+from flairkit.detection.reading import InputRaster, expand_inputs, inspect_input
 from flairkit.detection.resume import WorkDir
-from flairkit.detection.stitching import NODATA_TARGET, OutputBands, contributes, make_assembler
-from flairkit.detection.tiling import Block, Span, StitchingMode, Tile, TilePlan, resolve_block_size
+from flairkit.detection.stitching import NODATA_TARGET, OutputBands
+from flairkit.detection.summary import DetectionSummary, MapSummary, make_progress, print_summary
+from flairkit.detection.tiling import Block, StitchingMode, TilePlan, resolve_block_size
 from flairkit.detection.vectorize import write_polygons
 from flairkit.detection.writing import (
     GDAL_CACHE_BYTES,
@@ -57,8 +55,6 @@ logger = logging.getLogger(__name__)
 MAP_SUFFIXES = (".tif", ".tiff")
 MAP_NAME = "{stem}_landcover.tif"
 """Name of each map when ``output`` is a folder."""
-QUEUE_DEPTH = 2
-"""Blocks read ahead and blocks waiting to be written."""
 
 
 @dataclass(frozen=True)
@@ -80,11 +76,6 @@ class _Settings:
     vectorize: bool
     min_area: float
     simplify: float
-
-    @property
-    def fill(self) -> Fill:
-        # margin mode reads outside the scene as zeros, as flair-detect's boundless reads do.
-        return "zero" if self.mode == "margin" else "reflect"
 
     @property
     def score_names(self) -> list[str]:
@@ -117,6 +108,8 @@ def _resolve_settings(config: FlairConfig, block_size: int | None) -> _Settings:
             + "; use a model trained on images alone"
         )
     detect = config.detect
+    if block_size is None:
+        block_size = detect.block_size
     nomenclature = get_nomenclature(config.data.nomenclature)
     enabled_names = [nomenclature.names[t] for t in nomenclature.enabled]
     probabilities = []
@@ -219,104 +212,6 @@ def _check_labels(labels: Path, raster: InputRaster) -> None:
         )
 
 
-@dataclass
-class MapSummary:
-    """What was done for one input."""
-
-    input: Path
-    output: Path
-    extra_outputs: list[Path]
-    width: int
-    height: int
-    area_km2: float
-    computed_km2: float
-    """Area of the blocks computed in this run (the rest was resumed or the map already existed)."""
-    nodata_km2: float = 0.0
-    class_areas_km2: dict[str, float] = field(default_factory=dict)
-    blocks: int = 0
-    blocks_resumed: int = 0
-    blocks_per_rank: list[int] = field(default_factory=list)
-    tiles_per_rank: list[int] = field(default_factory=list)
-    seconds: float = 0.0
-    metrics: Any = None
-    """:class:`flairkit.evaluation.Metrics` of the map against ``evaluate_labels``."""
-    skipped: bool = False
-    """The map was already complete (resume)."""
-
-
-@dataclass
-class DetectionSummary:
-    """What ``detect`` did: one :class:`MapSummary` per input, and totals."""
-
-    maps: list[MapSummary]
-    seconds: float
-    device: str
-    world_size: int
-    stitching: str
-
-    @property
-    def area_km2(self) -> float:
-        return sum(m.area_km2 for m in self.maps)
-
-    @property
-    def computed_km2(self) -> float:
-        return sum(m.computed_km2 for m in self.maps)
-
-    @property
-    def km2_per_hour(self) -> float:
-        return self.computed_km2 / self.seconds * 3600 if self.seconds > 0 else 0.0
-
-    @property
-    def class_areas_km2(self) -> dict[str, float]:
-        total: dict[str, float] = {}
-        for summary in self.maps:
-            for name, area in summary.class_areas_km2.items():
-                total[name] = total.get(name, 0.0) + area
-        return total
-
-    def __str__(self) -> str:
-        """A short markdown description (maps, throughput, class areas, scores)."""
-        lines = []
-        for m in self.maps:
-            state = "already done" if m.skipped else f"{m.seconds:.1f} s"
-            lines.append(f"- `{m.input.name}` -> `{m.output}`: {m.width}x{m.height} px, {m.area_km2:.4f} km², {state}")
-            if m.metrics is not None:
-                lines.append(f"  - against the labels: mIoU {m.metrics.miou:.2f}, OA {m.metrics.overall_accuracy:.2f}")
-        lines.append(
-            f"- {self.computed_km2:.4f} km² in {self.seconds:.1f} s = {self.km2_per_hour:.3f} km²/h "
-            f"({self.stitching} stitching, {self.device}, {self.world_size} rank(s))"
-        )
-        areas = sorted(self.class_areas_km2.items(), key=lambda item: -item[1])
-        if areas:
-            lines.append("- class areas (km²): " + ", ".join(f"{name} {area:.4f}" for name, area in areas))
-        return "\n".join(lines)
-
-
-class _AreaColumn(ProgressColumn):
-    def render(self, task: Any) -> Text:
-        return Text(f"{task.completed:.3f}/{task.total:.3f} km²")
-
-
-class _SpeedColumn(ProgressColumn):
-    def render(self, task: Any) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("-- km²/h" if speed is None else f"{speed * 3600:.2f} km²/h")
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        _AreaColumn(),
-        _SpeedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
-
-
 def _fingerprint(model: torch.nn.Module) -> str:
     """A digest of the model's class and weights (resume refuses other weights)."""
     digest = hashlib.sha256(type(model).__qualname__.encode())
@@ -346,148 +241,6 @@ def _check_model(model: torch.nn.Module, normalizer: Normalizer, settings: _Sett
             f"({settings.nomenclature.n_targets} targets of nomenclature {settings.nomenclature.name}); "
             f"set data.nomenclature to the model's"
         )
-
-
-@dataclass
-class _BlockInput:
-    block: Block
-    valid: np.ndarray | None
-    tiles: list[Tile]
-    region: np.ndarray
-    row0: int
-    col0: int
-
-
-class _Failure:
-    def __init__(self, error: BaseException):
-        self.error = error
-
-
-_END = object()
-
-
-def _put(target: queue.Queue, item: object, stop: threading.Event) -> None:
-    while not stop.is_set():
-        try:
-            target.put(item, timeout=0.1)
-            return
-        except queue.Full:
-            continue
-
-
-def _read_blocks(
-    blocks: Sequence[Block], plan: TilePlan, raster: InputRaster, settings: _Settings
-) -> Iterator[_BlockInput]:
-    """Each block with its tiles and the input rectangle they cover (read once)."""
-    with SceneReader(raster, settings.channels) as reader:
-        for block in blocks:
-            tiles = plan.tiles_for(block)
-            rows = Span(min(t.row for t in tiles), max(t.row for t in tiles) + plan.tile_size)
-            cols = Span(min(t.col for t in tiles), max(t.col for t in tiles) + plan.tile_size)
-            region = reader.read_region(rows, cols, settings.fill)
-            inside = region[
-                :,
-                block.rows.start - rows.start : block.rows.stop - rows.start,
-                block.cols.start - cols.start : block.cols.stop - cols.start,
-            ]
-            valid = reader.valid(block.rows, block.cols, inside)
-            if valid is not None and valid.all():
-                valid = None
-            run = [t for t in tiles if contributes(t, block, valid)]
-            yield _BlockInput(block, valid, run, region, rows.start, cols.start)
-
-
-def _compute_blocks(
-    blocks: Sequence[Block],
-    plan: TilePlan,
-    raster: InputRaster,
-    settings: _Settings,
-    model: torch.nn.Module,
-    normalizer: Normalizer,
-    device: torch.device,
-    store: Callable[[Block, np.ndarray], None],
-) -> int:
-    """Compute ``blocks`` and hand each finished one to ``store`` (in a writer thread); return tiles run."""
-    stop = threading.Event()
-    inbox: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
-    outbox: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
-    writer_error: list[BaseException] = []
-
-    def read() -> None:
-        try:
-            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
-                for item in _read_blocks(blocks, plan, raster, settings):
-                    _put(inbox, item, stop)
-                    if stop.is_set():
-                        return
-            _put(inbox, _END, stop)
-        except BaseException as error:
-            _put(inbox, _Failure(error), stop)
-
-    def write() -> None:
-        while True:
-            item = outbox.get()
-            if item is _END:
-                return
-            try:
-                store(*item)
-            except BaseException as error:
-                writer_error.append(error)
-                stop.set()
-                return
-
-    reader = threading.Thread(target=read, name="flairkit-detect-read", daemon=True)
-    writer = threading.Thread(target=write, name="flairkit-detect-write", daemon=True)
-    reader.start()
-    writer.start()
-    assembler = make_assembler(plan, settings.bands, device)
-    size, tiles_run = plan.tile_size, 0
-    try:
-        with torch.inference_mode():
-            while True:
-                item = inbox.get()
-                if item is _END or writer_error:
-                    break
-                if isinstance(item, _Failure):
-                    raise item.error
-                assembler.start(item.block, item.valid)
-                for start in range(0, len(item.tiles), settings.batch_size):
-                    chunk = item.tiles[start : start + settings.batch_size]
-                    batch = np.stack(
-                        [
-                            item.region[
-                                :,
-                                t.row - item.row0 : t.row - item.row0 + size,
-                                t.col - item.col0 : t.col - item.col0 + size,
-                            ]
-                            for t in chunk
-                        ]
-                    )
-                    # uint8 crosses to the device: a quarter of the float32 bytes.
-                    logits = model(normalizer(torch.from_numpy(batch).to(device)))
-                    assembler.add(logits, chunk)
-                    tiles_run += len(chunk)
-                finished = assembler.finish()
-                while not stop.is_set():
-                    try:
-                        outbox.put((item.block, finished), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-    finally:
-        stop.set()
-        # Blocks already finished are still written: they are valid work, and resume will skip them.
-        while writer.is_alive():
-            try:
-                outbox.put(_END, timeout=0.1)
-                break
-            except queue.Full:
-                continue
-        writer.join()
-        reader.join(timeout=5)
-    if writer_error:
-        raise writer_error[0]
-    return tiles_run
 
 
 def _evaluate(raw: RawRaster, labels: Path, raster: InputRaster, settings: _Settings, protocol: str) -> Any:
@@ -616,7 +369,7 @@ def _run_job(
     tiles_run, error = 0, None
     raw = RawRaster(work.raw_path, bands, raster.height, raster.width)
     journal = work.journal(ranks.rank)
-    progress = _progress(console) if console is not None and ranks.is_main else None
+    progress = make_progress(console) if console is not None and ranks.is_main else None
     try:
         task = None
         if progress is not None:
@@ -631,7 +384,9 @@ def _run_job(
             if progress is not None and task is not None:
                 progress.advance(task, block.rows.size * block.cols.size * raster.pixel_area_km2)
 
-        tiles_run = _compute_blocks(mine, plan, raster, settings, model, normalizer, device, store)
+        tiles_run = compute_blocks(
+            mine, plan, raster, settings.channels, settings.bands, settings.batch_size, model, normalizer, device, store
+        )
     except KeyboardInterrupt:
         logger.warning("interrupted: finished blocks are kept in %s; rerun with --resume to continue", work.path)
         raise
@@ -739,44 +494,3 @@ def detect(
     if console is not None:
         print_summary(summary, Console())
     return summary
-
-
-def print_summary(summary: DetectionSummary, console: Console | None = None) -> None:
-    """Print the maps written, the area covered, the throughput and the area of each class."""
-    console = console or Console()
-    maps = Table(
-        title=f"Zone detection ({summary.stitching} stitching, {summary.device}, {summary.world_size} rank(s))"
-    )
-    for column in ("input", "map", "size (px)", "area (km²)", "computed (km²)", "time (s)", "km²/h"):
-        maps.add_column(column, justify="left" if column in ("input", "map") else "right")
-    for m in summary.maps:
-        speed = m.computed_km2 / m.seconds * 3600 if m.seconds > 0 and m.computed_km2 else 0.0
-        maps.add_row(
-            m.input.name,
-            str(m.output) + (" (already done)" if m.skipped else ""),
-            f"{m.width}x{m.height}",
-            f"{m.area_km2:.3f}",
-            f"{m.computed_km2:.3f}",
-            f"{m.seconds:.1f}",
-            f"{speed:.2f}",
-        )
-    console.print(maps)
-    console.print(
-        f"{summary.computed_km2:.3f} km² computed in {summary.seconds:.1f} s: {summary.km2_per_hour:.2f} km²/h"
-    )
-    areas = summary.class_areas_km2
-    if areas:
-        classes = Table(title="Class areas")
-        classes.add_column("class")
-        classes.add_column("km²", justify="right")
-        classes.add_column("%", justify="right")
-        total = sum(areas.values())
-        for name, area in sorted(areas.items(), key=lambda item: -item[1]):
-            classes.add_row(name, f"{area:.4f}", f"{100 * area / total:.1f}")
-        console.print(classes)
-    for m in summary.maps:
-        if m.metrics is not None:
-            from flairkit.evaluation import print_metrics
-
-            console.print(f"Evaluation of {m.output.name}:")
-            print_metrics(m.metrics, console)

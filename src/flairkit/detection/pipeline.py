@@ -1,0 +1,177 @@
+"""The streaming pipeline of one map: read blocks ahead, run the model on batches of tiles, write behind.
+
+A reader thread reads each block's neighbourhood once and decides which tiles are worth running (not
+wholly on missing pixels); the calling thread runs the model and stitches; a writer thread hands finished
+blocks to ``store``. At most :data:`QUEUE_DEPTH` blocks wait on either side, so memory depends on the
+block size only. A block's tiles are always batched the same way, so a block gives the same bytes
+whichever run or rank computes it.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+import torch
+
+from flairkit.data.transforms import Normalizer
+from flairkit.detection.reading import Fill, InputRaster, SceneReader
+from flairkit.detection.stitching import OutputBands, contributes, make_assembler
+from flairkit.detection.tiling import Block, Span, Tile, TilePlan
+from flairkit.detection.writing import GDAL_CACHE_BYTES
+
+QUEUE_DEPTH = 2
+"""Blocks read ahead and blocks waiting to be written."""
+
+
+def _fill(plan: TilePlan) -> Fill:
+    # margin mode reads outside the scene as zeros, as flair-detect's boundless reads do.
+    return "zero" if plan.mode == "margin" else "reflect"
+
+
+@dataclass
+class _BlockInput:
+    block: Block
+    valid: np.ndarray | None
+    tiles: list[Tile]
+    region: np.ndarray
+    row0: int
+    col0: int
+
+
+class _Failure:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+_END = object()
+
+
+def _put(target: queue.Queue, item: object, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            target.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
+
+def read_blocks(
+    blocks: Sequence[Block], plan: TilePlan, raster: InputRaster, channels: Sequence[int], fill: Fill
+) -> Iterator[_BlockInput]:
+    """Each block with the tiles worth running and the input rectangle they cover (read once)."""
+    with SceneReader(raster, channels) as reader:
+        for block in blocks:
+            tiles = plan.tiles_for(block)
+            rows = Span(min(t.row for t in tiles), max(t.row for t in tiles) + plan.tile_size)
+            cols = Span(min(t.col for t in tiles), max(t.col for t in tiles) + plan.tile_size)
+            region = reader.read_region(rows, cols, fill)
+            inside = region[
+                :,
+                block.rows.start - rows.start : block.rows.stop - rows.start,
+                block.cols.start - cols.start : block.cols.stop - cols.start,
+            ]
+            valid = reader.valid(block.rows, block.cols, inside)
+            if valid is not None and valid.all():
+                valid = None
+            run = [t for t in tiles if contributes(t, block, valid)]
+            yield _BlockInput(block, valid, run, region, rows.start, cols.start)
+
+
+def compute_blocks(
+    blocks: Sequence[Block],
+    plan: TilePlan,
+    raster: InputRaster,
+    channels: Sequence[int],
+    bands: OutputBands,
+    batch_size: int,
+    model: torch.nn.Module,
+    normalizer: Normalizer,
+    device: torch.device,
+    store: Callable[[Block, np.ndarray], None],
+) -> int:
+    """Compute ``blocks`` and hand each finished one to ``store`` (in a writer thread); return tiles run."""
+    stop = threading.Event()
+    inbox: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
+    outbox: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
+    writer_error: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
+                for item in read_blocks(blocks, plan, raster, channels, _fill(plan)):
+                    _put(inbox, item, stop)
+                    if stop.is_set():
+                        return
+            _put(inbox, _END, stop)
+        except BaseException as error:
+            _put(inbox, _Failure(error), stop)
+
+    def write() -> None:
+        while True:
+            item = outbox.get()
+            if item is _END:
+                return
+            try:
+                store(*item)
+            except BaseException as error:
+                writer_error.append(error)
+                stop.set()
+                return
+
+    reader = threading.Thread(target=read, name="flairkit-detect-read", daemon=True)
+    writer = threading.Thread(target=write, name="flairkit-detect-write", daemon=True)
+    reader.start()
+    writer.start()
+    assembler = make_assembler(plan, bands, device)
+    size, tiles_run = plan.tile_size, 0
+    try:
+        with torch.inference_mode():
+            while True:
+                item = inbox.get()
+                if item is _END or writer_error:
+                    break
+                if isinstance(item, _Failure):
+                    raise item.error
+                assembler.start(item.block, item.valid)
+                for start in range(0, len(item.tiles), batch_size):
+                    chunk = item.tiles[start : start + batch_size]
+                    batch = np.stack(
+                        [
+                            item.region[
+                                :,
+                                t.row - item.row0 : t.row - item.row0 + size,
+                                t.col - item.col0 : t.col - item.col0 + size,
+                            ]
+                            for t in chunk
+                        ]
+                    )
+                    # uint8 crosses to the device: a quarter of the float32 bytes.
+                    logits = model(normalizer(torch.from_numpy(batch).to(device)))
+                    assembler.add(logits, chunk)
+                    tiles_run += len(chunk)
+                finished = assembler.finish()
+                while not stop.is_set():
+                    try:
+                        outbox.put((item.block, finished), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+    finally:
+        stop.set()
+        # Blocks already finished are still written: they are valid work, and resume will skip them.
+        while writer.is_alive():
+            try:
+                outbox.put(_END, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        writer.join()
+        reader.join(timeout=5)
+    if writer_error:
+        raise writer_error[0]
+    return tiles_run
