@@ -1,11 +1,24 @@
 """Training-step and inference throughput of a FLAIR U-Net, and the share of the machine's matmul peak.
 
-python benchmarks/bench_model.py [--size 512] [--batch 10] [--channels-last] [--no-write]
+python benchmarks/bench_model.py [--size 512] [--batch 10] [--infer-batch 4] [--encoder resnet34] [--repeats 3]
+                                 [--backends nchw channels_last frozen onnx] [--no-train] [--no-write]
+
+Backends: ``nchw`` and ``channels_last`` are the eager model in each memory format (training step =
+forward, weighted cross entropy, backward, SGD step); ``frozen`` is the channels_last model traced and frozen
+with TorchScript (BatchNorm folded into the convolutions; inference only); ``onnx`` is the model exported by
+``flairkit.models.export.export_onnx`` and run by ONNX Runtime's CPU provider through ``OnnxSegmenter``
+(inference only, as many threads as torch). Inference runs batches of ``--infer-batch`` tiles, like zone
+detection. The share of the peak is the convolution FLOPs of a forward pass (torch's FLOP counter) per
+second, over the fp32 FLOP/s of a large matmul measured in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -14,6 +27,9 @@ from flairkit.config import load_config
 from flairkit.models.factory import build_aerial_model
 from flairkit.nomenclature import get_nomenclature
 from flairkit.training.losses import aerial_class_weights, weighted_cross_entropy
+
+BACKENDS = ("nchw", "channels_last", "frozen", "onnx")
+TRAINABLE = ("nchw", "channels_last")
 
 
 def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
@@ -32,12 +48,12 @@ def model_flops(model: torch.nn.Module, shape: tuple[int, ...]) -> float:
     return float(counter.get_total_flops())
 
 
-def measure(config, shape, criterion, channels_last: bool, repeats: int) -> tuple[float, float, float]:
-    """Seconds per training step, seconds per inference batch and forward FLOPs of one batch."""
+def train_seconds(model: torch.nn.Module, shape: tuple[int, ...], criterion, channels_last: bool, repeats: int) -> float:
+    """Seconds per training step (forward, loss, backward, SGD) of a batch of ``shape``."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = build_aerial_model(config, pretrained_encoder=False).to(memory_format=fmt)
+    model = copy.deepcopy(model).to(memory_format=fmt).train()
     images = torch.rand(shape).contiguous(memory_format=fmt)
-    targets = torch.randint(0, 19, (shape[0], shape[2], shape[3]))
+    targets = torch.randint(0, criterion.weight.numel(), (shape[0], shape[2], shape[3]))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
 
     def step() -> None:
@@ -45,45 +61,77 @@ def measure(config, shape, criterion, channels_last: bool, repeats: int) -> tupl
         criterion(model(images), targets).backward()
         optimizer.step()
 
-    model.train()
-    train_s = best_of(step, repeats=repeats)
-    model.eval()
-    with torch.inference_mode():
-        infer_s = best_of(lambda: model(images), repeats=repeats)
-    return train_s, infer_s, model_flops(model, shape)
+    return best_of(step, repeats=repeats)
+
+
+def inference_runner(backend: str, model: torch.nn.Module, shape: tuple[int, ...], folder: Path) -> Callable[[], object]:
+    """A call that predicts one batch of ``shape`` with ``backend``."""
+    images = torch.rand(shape)
+    model = copy.deepcopy(model).eval()
+    if backend == "nchw":
+        return lambda: model(images)
+    if backend == "onnx":
+        from flairkit.models.export import OnnxSegmenter, export_onnx
+
+        path = folder / "model.onnx"
+        export_onnx(model, path, shape[1], shape[2])
+        segmenter = OnnxSegmenter(path, threads=torch.get_num_threads())
+        return lambda: segmenter(images)
+    model = model.to(memory_format=torch.channels_last)
+    images = images.contiguous(memory_format=torch.channels_last)
+    if backend == "channels_last":
+        return lambda: model(images)
+    with torch.no_grad():
+        frozen = torch.jit.freeze(torch.jit.trace(model, images))
+    return lambda: frozen(images)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--batch", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=10, help="training batch")
+    parser.add_argument("--infer-batch", type=int, default=4, help="inference batch (tiles)")
     parser.add_argument("--encoder", default="resnet34")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument("--no-train", action="store_true", help="inference only")
+    parser.add_argument("--no-write", action="store_true", help="print only, do not append to BENCHMARKS.md")
     args = parser.parse_args()
     config = load_config(None, [f"model.encoder={args.encoder}", "model.encoder_weights=null"])
-    shape = (args.batch, 5, args.size, args.size)
-    weights = aerial_class_weights(get_nomenclature(config.data.nomenclature))
-    criterion = weighted_cross_entropy(weights)
-    rows = []
+    train_shape = (args.batch, len(config.data.channels), args.size, args.size)
+    infer_shape = (args.infer_batch, *train_shape[1:])
+    criterion = weighted_cross_entropy(aerial_class_weights(get_nomenclature(config.data.nomenclature)))
+    torch.manual_seed(0)
+    model = build_aerial_model(config, pretrained_encoder=False)
+    flops = model_flops(model.eval(), infer_shape)
     peak = matmul_peak_flops()
-    for channels_last in (False, True):
-        train_s, infer_s, flops = measure(config, shape, criterion, channels_last, args.repeats)
-        rows.append(
-            [
-                "channels_last" if channels_last else "NCHW",
-                f"{args.batch / train_s:.2f}",
-                f"{args.batch / infer_s:.2f}",
-                f"{flops / infer_s / 1e9:.1f}",
-                f"{100 * flops / infer_s / peak:.0f}%",
-            ]
-        )
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="flairkit-bench-model-") as folder:
+        for backend in args.backends:
+            train = "-"
+            if backend in TRAINABLE and not args.no_train:
+                seconds = train_seconds(model, train_shape, criterion, backend == "channels_last", args.repeats)
+                train = f"{args.batch / seconds:.2f}"
+            run = inference_runner(backend, model, infer_shape, Path(folder))
+            with torch.inference_mode():
+                infer_s = best_of(run, repeats=args.repeats)
+            rows.append(
+                [
+                    backend,
+                    train,
+                    f"{args.infer_batch / infer_s:.2f}",
+                    f"{flops / infer_s / 1e9:.1f}",
+                    f"{100 * flops / infer_s / peak:.0f}%",
+                ]
+            )
+            print(" | ".join(rows[-1]), flush=True)
     table = markdown_table(
-        ["layout", "train patches/s", "inference patches/s", "inference GFLOP/s", "share of matmul peak"], rows
+        ["backend", "train patches/s", "inference patches/s", "inference GFLOP/s", "share of matmul peak"], rows
     )
     notes = (
-        f"U-Net {args.encoder}, 5 bands, {args.size} px, batch {args.batch}, fp32, CPU. "
-        f"Measured fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s (2048x2048 matmul)."
+        f"U-Net {args.encoder}, 5 bands, 19 logits, {args.size} px, training batch {args.batch}, inference batch "
+        f"{args.infer_batch}, fp32, CPU, best of {args.repeats}. Measured fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s "
+        f"(2048x2048 matmul); forward pass: {flops / args.infer_batch / 1e9:.1f} GFLOP per patch."
     )
     record("Training step and inference", table, notes, write=not args.no_write)
 

@@ -64,3 +64,10 @@ def test_unknown_names_are_refused_with_the_choices():
         get_nomenclature("14cl")
     with pytest.raises(KeyError, match="water"):
         class_code("lava")
+
+
+def test_values_beyond_uint8_never_wrap_into_classes():
+    nom = get_nomenclature("15cl")
+    mask = np.array([1, 257, 300, -1, 19], dtype=np.int32)
+    assert nom.map_mask(mask).tolist() == [0, INVALID_TARGET, INVALID_TARGET, INVALID_TARGET, 18]
+    assert nom.invalid_values(mask).tolist() == [-1, 257, 300]

@@ -218,10 +218,10 @@ def test_models_command_lists_every_preset_with_inputs_and_metrics(cli, hub):
     assert result.exit_code == 0, result.output
     for name in preset_names():
         assert name in result.output
-    assert "rgbie" in result.output
-    assert "105.08" in result.output
+    assert "rgbie 1,2,3,4,5" in result.output
+    assert "flair" in result.output
     assert "54.72" in result.output
-    assert "deeplabv3 / resnet34" in result.output
+    assert "deeplabv3/resnet34" in result.output
 
 
 def test_models_command_shows_one_model_with_per_class_metrics_and_release(cli, hub):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -43,7 +44,14 @@ def atomic_path(path: Path, overwrite: bool = False) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DataError(
+                    f"{path}: cannot write ({error.strerror}); free disk space or choose another output"
+                ) from None
+            raise
         if path.exists() and not overwrite:
             raise OutputExistsError(f"{path} appeared while writing; pass --overwrite to replace it")
         os.chmod(tmp, 0o666 & ~_umask())

@@ -132,8 +132,8 @@ class Nomenclature:
         return np.array([t.code for t in self.targets], dtype=np.uint8)
 
     def map_mask(self, mask: np.ndarray) -> np.ndarray:
-        """Map a uint8 mask of FLAIR codes to targets; values outside every class become 255."""
-        return self.lookup[np.asarray(mask, dtype=np.uint8)]
+        """Map a mask of FLAIR codes to uint8 targets; values outside every class (any dtype) become 255."""
+        return self.lookup[_as_code_index(mask)]
 
     def targets_to_codes(self, targets: np.ndarray) -> np.ndarray:
         """Map 0-based targets back to FLAIR class codes (for writing maps)."""
@@ -141,8 +141,19 @@ class Nomenclature:
 
     def invalid_values(self, mask: np.ndarray) -> np.ndarray:
         """The sorted distinct mask values that map to no target."""
-        values = np.unique(np.asarray(mask, dtype=np.uint8))
-        return values[self.lookup[values] == INVALID_TARGET]
+        values = np.unique(np.asarray(mask))
+        return values[self.lookup[_as_code_index(values)] == INVALID_TARGET]
+
+
+def _as_code_index(mask: np.ndarray) -> np.ndarray:
+    """``mask`` as uint8 indexes of the lookup table; values outside 0..255 become 0 (no class)."""
+    array = np.asarray(mask)
+    if array.dtype == np.uint8:
+        return array
+    outside = (
+        (array < 0) | (array > 255) | ~np.isfinite(array) if array.dtype.kind == "f" else (array < 0) | (array > 255)
+    )
+    return np.where(outside, 0, array).astype(np.uint8)
 
 
 def _targets_from_codes(codes: list[int], disabled_codes: set[int]) -> tuple[Target, ...]:

@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from flairkit.cli.common import console, guarded
+from flairkit.config.schema import FLAIR_MEANS
 
 
 def _numbers(values: list[float] | None) -> str:
@@ -27,29 +29,37 @@ def _miou(info: dict[str, Any]) -> str:
     return f"{published['miou']:.2f}" if published else "-"
 
 
+PRESET_TABLE_WIDTH = 124
+"""The preset table needs this many columns; narrower terminals wrap its lines rather than hide columns."""
+
+
+def _short_normalization(norm: dict[str, Any]) -> str:
+    if norm["mode"] != "custom":
+        return norm["mode"]
+    flair = [FLAIR_MEANS[c] for c in range(5)]
+    return "flair" if all(m in flair for m in norm["means"] or []) else "custom"
+
+
 def _presets_table(verbose: bool) -> Table:
     from flairkit.config import preset_names
     from flairkit.models.zoo import model_info
 
-    table = Table(title="flairkit presets (released models have weights on the model hub)", show_lines=True)
-    for column in ("name", "modalities", "channels", "normalisation", "nomenclature", "architecture"):
-        table.add_column(column, no_wrap=column == "name")
-    table.add_column("multimodal")
-    table.add_column("released")
-    table.add_column("published mIoU", justify="right")
+    table = Table(title="flairkit presets (`flair models NAME` for details)", show_lines=False)
+    table.add_column("name", no_wrap=True, overflow="fold")
+    for column in ("bands", "norm.", "classes", "architecture", "S2", "hub", "mIoU"):
+        table.add_column(column, justify="right" if column == "mIoU" else "left", no_wrap=column == "architecture")
     if verbose:
         table.add_column("description")
     for name in preset_names():
         info = model_info(name)
         row = [
             name,
-            info["modalities"],
-            str(info["channels"]),
-            _normalization(info["normalization"]),
+            f"{info['modalities']} {','.join(str(c) for c in info['channels'])}",
+            _short_normalization(info["normalization"]),
             info["nomenclature"],
-            f"{info['architecture']} / {info['encoder']}",
-            "yes" if info["multimodal"] else "no",
-            "yes" if info["release"] else "no",
+            f"{info['architecture']}/{info['encoder']}",
+            "yes" if info["multimodal"] else "",
+            "yes" if info["release"] else "",
             _miou(info),
         ]
         table.add_row(*row, *([info["description"]] if verbose else []))
@@ -136,4 +146,5 @@ def models_command(
         for part in _details(name):
             console.print(part)
     else:
-        console.print(_presets_table(verbose))
+        wide = Console(width=max(console.width, PRESET_TABLE_WIDTH), file=console.file)
+        wide.print(_presets_table(verbose))

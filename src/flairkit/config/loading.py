@@ -146,6 +146,5 @@ def config_to_yaml(config: FlairConfig) -> str:
 
 def save_resolved_config(config: FlairConfig, folder: Path, filename: str = "config.yaml") -> Path:
     """Write the fully resolved config next to a run's outputs."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    return write_text_atomic(folder / filename, config_to_yaml(config))
+    # The atomic writer creates the folder, or raises a DataError naming it.
+    return write_text_atomic(Path(folder) / filename, config_to_yaml(config))

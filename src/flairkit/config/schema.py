@@ -218,6 +218,9 @@ class TrainConfig(Section):
     """ReduceLROnPlateau cooldown in epochs."""
     min_lr: float = Field(1e-7, ge=0)
     """Lowest learning rate of the schedule."""
+    class_balancing: Literal["none", "sqrt_inverse"] = "none"
+    """none: FLAIR's 0/1 class weights; sqrt_inverse: also scale each class by sqrt(median frequency / frequency)
+    measured on the train masks (helps rare classes such as swimming pools)."""
     max_epochs: int = Field(200, gt=0)
     """Number of epochs at most."""
     early_stopping_patience: int | None = Field(30, ge=1)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -24,7 +25,7 @@ from flairkit.data.discovery import (
 from flairkit.data.metadata import load_aerial_metadata, metadata_for
 from flairkit.data.sentinel import load_centroids
 from flairkit.errors import ConfigError, DataError
-from flairkit.nomenclature import get_nomenclature
+from flairkit.nomenclature import INVALID_TARGET, get_nomenclature
 
 SPLITS = ("train", "val", "test")
 
@@ -134,3 +135,12 @@ class FlairDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False, batch_size=self.config.evaluate.batch_size)
+
+
+def class_pixel_counts(dataset: PatchDataset) -> np.ndarray:
+    """Pixels per target over every mask of ``dataset`` (int64, one entry per target)."""
+    counts = np.zeros(dataset.nomenclature.n_targets, dtype=np.int64)
+    for record in dataset.records:
+        targets = dataset.read_target(record)
+        counts += np.bincount(targets[targets != INVALID_TARGET].ravel(), minlength=len(counts))[: len(counts)]
+    return counts

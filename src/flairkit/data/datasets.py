@@ -62,6 +62,12 @@ class PatchDataset(Dataset):
         if record.mask is None:
             raise DataError(f"no mask for {record.image}; give image,mask pairs or predict without labels")
         mask = read_raster(record.mask, bands=[1])[0]
+        if mask.dtype != np.uint8:
+            # Mapping casts to uint8: a uint16 value 257 would silently become class 1.
+            raise DataError(
+                f"{record.mask}: mask values are {mask.dtype}, FLAIR masks are uint8 class codes (1..19); "
+                "convert it (e.g. gdal_translate -ot Byte) or run `flair data check` to list every bad file"
+            )
         invalid = self.nomenclature.invalid_values(mask)
         if invalid.size:
             raise DataError(

@@ -82,8 +82,14 @@ def write_raster(
         profile["nodata"] = nodata
     if tiled:
         profile.update(tiled=True, blockxsize=256, blockysize=256)
-    with atomic_path(Path(path), overwrite=overwrite) as tmp, rasterio.open(tmp, "w", **profile) as dst:
-        dst.write(data)
-        if colormap is not None:
-            dst.write_colormap(1, colormap)
+    try:
+        with atomic_path(Path(path), overwrite=overwrite) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(data)
+            if colormap is not None:
+                dst.write_colormap(1, colormap)
+    except (OSError, RasterioError) as error:  # the atomic writer has removed the partial file
+        raise DataError(
+            f"{path}: cannot write the raster ({error}); check the free space and permissions of "
+            f"{Path(path).parent}, or choose another output"
+        ) from None
     return Path(path)

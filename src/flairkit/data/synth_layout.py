@@ -461,7 +461,7 @@ def build_layout(
     side_sign = rng.choice([-1.0, 1.0], (len(lots), 1))
     across = np.column_stack([-np.sin(angle), np.cos(angle)]) * side_sign
     along = np.column_stack([np.cos(angle), np.sin(angle)]) * side_sign
-    pool_w, pool_l = rng.uniform(3.5, 5.0, len(lots)) * lot_scale, rng.uniform(7.0, 10.0, len(lots)) * lot_scale
+    pool_w, pool_l = rng.uniform(4.0, 5.5, len(lots)) * lot_scale, rng.uniform(8.0, 11.0, len(lots)) * lot_scale
     gap = 1.0 * lot_scale
     pools = np.full(len(lots), None, dtype=object)
     fits = np.zeros(len(lots), dtype=bool)
@@ -478,7 +478,7 @@ def build_layout(
         good = shapely.contains(shrunk[todo], candidate) & ~on_road(candidate)
         pools[todo[good]] = candidate[good]
         fits[todo[good]] = True
-    want = fits & (rng.random(len(lots)) < 0.6)
+    want = fits & (rng.random(len(lots)) < 0.85)
     focus_lots = np.flatnonzero(fits & shapely.intersects(focus_box, np.where(fits, pools, None)))
     want[focus_lots[:2]] = True
     features.add(pools[want], C["swimming pool"])
@@ -498,9 +498,9 @@ def build_layout(
     )
     features.add(panels, C["other"], parcel_angle[pv_hosts] + np.pi / 2, pv_centre)
 
-    # A few snow patches in natural districts (rare, as in FLAIR).
-    _, snow_centre = hosts(NATURAL, 0.03)
-    snow_radius = rng.uniform(6.0, 11.0, len(snow_centre)) * local_scale(snow_centre)
+    # Snow patches in natural districts (rarer than most classes, as in FLAIR, yet enough to be learnt).
+    _, snow_centre = hosts(NATURAL, 0.08)
+    snow_radius = rng.uniform(8.0, 14.0, len(snow_centre)) * local_scale(snow_centre)
     features.add(_blobs(rng, snow_centre, snow_radius), C["snow"])
 
     return features.layout(width, height, background=C["herbaceous vegetation"])

@@ -93,6 +93,12 @@ def confusion_from_files(
     for prediction_path, mask_path in iterator:
         prediction = read_raster(prediction_path, bands=[1])[0]
         mask = read_raster(mask_path, bands=[1])[0]
+        if mask.dtype != np.uint8:
+            # Mapping casts to uint8: a uint16 value 257 would silently count as class 1.
+            raise DataError(
+                f"mask {mask_path} holds {mask.dtype} values, FLAIR masks are uint8 class codes (1..19); "
+                "convert it (e.g. gdal_translate -ot Byte)"
+            )
         if prediction.shape != mask.shape:
             raise DataError(
                 f"prediction {prediction_path} is {prediction.shape[1]}x{prediction.shape[0]} px but mask "

@@ -74,7 +74,10 @@ def predict_records(
     are read back for it).
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if records:
+        check_writable(prediction_path(out_dir, records[0].image), overwrite=True)  # creates out_dir or says why not
+    for stale in out_dir.glob(f".{PREDICTION_PREFIX}*.part"):
+        stale.unlink(missing_ok=True)  # temporary file of a run that was killed while writing
     nomenclature = get_nomenclature(config.data.nomenclature)
     device = resolve_device(config.train.accelerator)
     task = SegmentationTask(config, model=model).to(device).eval()

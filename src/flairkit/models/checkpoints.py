@@ -252,6 +252,25 @@ def read_state_dict(path: Path | str) -> tuple[dict[str, torch.Tensor], str]:
     return raw.tensors, raw.format
 
 
+def check_resume_checkpoint(path: Path | str) -> RawCheckpoint:
+    """Check, without running any code it may hold, that ``path`` is a Lightning checkpoint to resume from."""
+    raw = read_checkpoint(path)
+    if raw.container != "Lightning checkpoint":
+        raise CheckpointError(
+            f"{path} is a {raw.container} ({raw.format}), not a Lightning training checkpoint: train.resume_from "
+            "takes the checkpoints/last.ckpt of a flairkit run; to start from these weights use train.init_weights"
+        )
+    return raw
+
+
+def safe_unpickling() -> Any:
+    """A context in which ``torch.load(weights_only=True)`` accepts the plain-data classes of Lightning checkpoints.
+
+    For loaders that flairkit does not call itself (Lightning's resume); building these classes runs no code.
+    """
+    return torch.serialization.safe_globals(_harmless_globals())
+
+
 # ----------------------------------------------------------------------------------------------- key layouts
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -24,6 +25,25 @@ def satellite_class_weights(nomenclature: Nomenclature) -> torch.Tensor:
         if target.code in codes:
             weights[target.index] = 0.0
     return weights
+
+
+def balanced_class_weights(weights: torch.Tensor, pixel_counts: np.ndarray) -> torch.Tensor:
+    """``weights`` scaled by sqrt(median / frequency) over the enabled classes present in ``pixel_counts``.
+
+    Disabled classes keep weight 0; absent enabled classes keep their weight. The result is rescaled so
+    that its mean over enabled classes is 1.
+    """
+    counts = torch.as_tensor(pixel_counts, dtype=torch.float64)
+    enabled = weights > 0
+    present = enabled & (counts > 0)
+    if not present.any():
+        return weights.clone()
+    median = counts[present].median()
+    factor = torch.ones_like(counts)
+    factor[present] = torch.sqrt(median / counts[present])
+    balanced = weights.double() * factor
+    balanced[enabled] /= balanced[enabled].mean()
+    return balanced.float()
 
 
 def weighted_cross_entropy(weights: torch.Tensor) -> nn.CrossEntropyLoss:

@@ -25,7 +25,12 @@ from flairkit.training.losses import aerial_class_weights, satellite_class_weigh
 class SegmentationTask(L.LightningModule):
     """Aerial U-Net / smp model or U-T&T, trained with FLAIR's weighted cross entropy."""
 
-    def __init__(self, config: FlairConfig | dict[str, Any], model: nn.Module | None = None):
+    def __init__(
+        self,
+        config: FlairConfig | dict[str, Any],
+        model: nn.Module | None = None,
+        class_weights: torch.Tensor | None = None,
+    ):
         super().__init__()
         if isinstance(config, dict):
             config = FlairConfig.model_validate(config)
@@ -35,9 +40,13 @@ class SegmentationTask(L.LightningModule):
         self.multimodal = config.model.multimodal
         self.model = model if model is not None else build_model(config, pretrained_encoder=True)
         self.normalizer = Normalizer.from_config(config.data.normalization)
-        self.criterion = weighted_cross_entropy(aerial_class_weights(self.nomenclature))
+        aerial_weights = aerial_class_weights(self.nomenclature) if class_weights is None else class_weights
+        self.criterion = weighted_cross_entropy(aerial_weights)
         if self.multimodal:
-            self.criterion_sat = weighted_cross_entropy(satellite_class_weights(self.nomenclature))
+            sat_weights = satellite_class_weights(self.nomenclature) * (aerial_weights > 0)
+            if class_weights is not None:
+                sat_weights = sat_weights * aerial_weights
+            self.criterion_sat = weighted_cross_entropy(sat_weights)
         self.val_confusion = ConfusionAccumulator(self.nomenclature.n_targets)
         self.augment_generator = torch.Generator().manual_seed(config.train.seed)
         if config.train.channels_last:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -13,12 +14,14 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from flairkit.atomic import write_text_atomic
+from flairkit.atomic import check_writable, write_text_atomic
 from flairkit.config.loading import save_resolved_config
 from flairkit.config.schema import FlairConfig
-from flairkit.data.datamodule import FlairDataModule
+from flairkit.data.datamodule import FlairDataModule, class_pixel_counts
 from flairkit.errors import ConfigError, OutputExistsError
 from flairkit.models.build import build_model
+from flairkit.nomenclature import get_nomenclature
+from flairkit.training.losses import aerial_class_weights, balanced_class_weights
 from flairkit.training.module import SegmentationTask
 
 CHECKPOINT_DIR = "checkpoints"
@@ -57,7 +60,7 @@ def _prepare_run_dir(config: FlairConfig, overwrite: bool, resuming: bool) -> Pa
             )
         for child in ("checkpoints", "logs", "csv"):
             shutil.rmtree(run_dir / child, ignore_errors=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(run_dir / "config.yaml", overwrite=True)  # creates run_dir, or a DataError naming it
     return run_dir
 
 
@@ -119,15 +122,39 @@ def build_trainer(config: FlairConfig, run_dir: Path, progress: bool = True, **o
     return L.Trainer(**settings)
 
 
+QUIET_WARNINGS = (
+    r".*isinstance\(treespec, LeafSpec\)",
+    r".*overridden `on_after_batch_transfer`",
+    r".*is smaller than the logging interval",
+    r".*does not have many workers",
+    r"Checkpoint directory .* exists and is not empty",  # resuming: flairkit refuses other non-empty folders
+)
+"""Lightning notices that do not apply to flairkit's loaders and hooks."""
+
+
+def _class_weights(config: FlairConfig, datamodule: FlairDataModule) -> torch.Tensor | None:
+    """Loss weights of the config's class balancing, measured on the train masks (None: the nomenclature's)."""
+    if config.train.class_balancing == "none":
+        return None
+    datamodule.setup("fit")
+    counts = class_pixel_counts(datamodule.datasets["train"])
+    return balanced_class_weights(aerial_class_weights(get_nomenclature(config.data.nomenclature)), counts)
+
+
 def train(config: FlairConfig, *, overwrite: bool = False, progress: bool = True) -> TrainResult:
     """Train the model of ``config``; resume when ``config.train.resume_from`` is set.
 
     Writes the resolved config, TensorBoard and CSV logs and checkpoints (best on val_loss + last)
     under ``config.run_dir``.
     """
-    from flairkit.models.checkpoints import load_weights
+    from flairkit.models.checkpoints import check_resume_checkpoint, load_weights, safe_unpickling
 
     resuming = config.train.resume_from is not None
+    if resuming:
+        check_resume_checkpoint(config.train.resume_from)
+    datamodule = FlairDataModule(config)
+    # Bad lists, metadata or centroids fail here, before the run folder is created or an old run deleted.
+    datamodule.setup("fit")
     run_dir = _prepare_run_dir(config, overwrite, resuming)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     if config.train.deterministic:
@@ -137,10 +164,14 @@ def train(config: FlairConfig, *, overwrite: bool = False, progress: bool = True
     model = build_model(config, pretrained_encoder=not starts_from_file)
     if config.train.init_weights is not None and not resuming:
         load_weights(model, config.train.init_weights)
-    task = SegmentationTask(config, model=model)
-    datamodule = FlairDataModule(config)
+    task = SegmentationTask(config, model=model, class_weights=_class_weights(config, datamodule))
     trainer = build_trainer(config, run_dir, progress=progress)
-    trainer.fit(task, datamodule=datamodule, ckpt_path=config.train.resume_from)
+    with warnings.catch_warnings():
+        for pattern in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
+        # Lightning unpickles the resumed checkpoint itself: never with code execution allowed.
+        with safe_unpickling():
+            trainer.fit(task, datamodule=datamodule, ckpt_path=config.train.resume_from, weights_only=True)
     checkpoint_callback = trainer.checkpoint_callback
     best = Path(checkpoint_callback.best_model_path) if checkpoint_callback.best_model_path else None
     metrics = trainer.callback_metrics

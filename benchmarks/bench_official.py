@@ -1,0 +1,459 @@
+"""flairkit side by side with IGN's official FLAIR-1 code: training step and zone detection, same machine and weights.
+
+python benchmarks/bench_official.py [--official FLAIR-1 --official-python PY] [--ortho-size 2048] [--size 512]
+                                    [--batch 10] [--repeats 2] [--variants compat default ...] [--no-write]
+
+One synthetic world (``flairkit.data.synth``: patches of ``--size`` px and one orthophoto of ``--ortho-size`` px)
+and one U-Net ResNet34 (5 bands, 19 logits) serve both codes. The weights are random (seed 0) with their
+BatchNorm statistics calibrated on the world's patches, as a trained network's are, and the logits of the
+four disabled classes pushed down, as the released FLAIR-INC models never predict them; they are saved as
+the raw smp state dict that ``flair-detect`` loads. Every measurement runs in a fresh process.
+
+Without ``--official`` only flairkit's figures are taken. ``--official`` is a checkout of IGNF/FLAIR-1 and
+``--official-python`` the interpreter of the virtual environment where its requirements are installed
+(default: $FLAIRKIT_OFFICIAL_PYTHON); it runs ``benchmarks/official.py``. Its ResNet34 is built with
+ImageNet weights before the checkpoint replaces them, so a stand-in ImageNet file is put in a private
+TORCH_HOME, and proxies point at loopback: nothing is downloaded.
+
+Training: data = reading + collating a batch (flairkit: uint8 patches and targets; official: one-hot masks,
+albumentations flips, float64 normalisation); step = what the trainer does with a loaded batch (flairkit:
+normalisation + augmentation on the device, forward, loss, backward, SGD; official: forward, loss, per-step
+metrics, backward, SGD); end to end = batch / (data + step) with the loader in the training process.
+Detection: time from loading the weights to the closed map (imports excluded), and the share of pixels on
+which each flairkit map agrees with the official one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from common import best_of, markdown_table, record
+
+PRESET = "FLAIR-INC_rgbie_15cl_resnet34-unet"
+SEED = 0
+CALIBRATION_BATCH = 4
+"""Patches per forward pass when calibrating BatchNorm statistics (all patches are used)."""
+DISABLED_LOGIT = -1000.0
+IMAGENET_RESNET34 = "resnet34-333f7ec4.pth"
+"""File name under which smp 0.3.3 looks for the ImageNet ResNet34 in the torch hub cache."""
+LOOPBACK_PROXY = "http://127.0.0.1:9"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A flairkit detection setting: config overrides and the model's memory format."""
+
+    overrides: tuple[str, ...]
+    channels_last: bool
+    description: str
+
+
+COMPAT = ("detect.stitching=margin", "detect.tile_size=512", "detect.margin=128", "detect.batch_size=4")
+VARIANTS = {
+    "compat": Variant(COMPAT, False, "margin stitching, tiles 512, margin 128, batch 4 (flair-detect's settings)"),
+    "default": Variant((), False, "`flair detect` defaults"),
+    "compat-cl": Variant(COMPAT, True, "compat + channels_last model"),
+    "tile1024": Variant(
+        ("detect.stitching=margin", "detect.tile_size=1024", "detect.margin=128", "detect.batch_size=1"),
+        False,
+        "margin stitching, tiles 1024, margin 128, batch 1",
+    ),
+    "tile1024-cl": Variant(
+        ("detect.stitching=margin", "detect.tile_size=1024", "detect.margin=128", "detect.batch_size=1"),
+        True,
+        "tiles 1024, margin 128, batch 1 + channels_last model",
+    ),
+}
+
+
+def world_options(size: int, ortho_size: int, patches: int):
+    """A one-area synthetic world: ``patches`` patches of ``size`` px and one orthophoto."""
+    from flairkit.data.synth import SynthOptions
+
+    return SynthOptions(
+        n_domains=1,
+        test_domains=0,
+        val_domains=0,
+        areas_per_domain=1,
+        patches_per_area=patches,
+        patch_size=size,
+        sentinel=False,
+        n_orthos=1 if ortho_size else 0,
+        ortho_size=ortho_size,
+        seed=SEED,
+    )
+
+
+def bench_config(overrides: tuple[str, ...] = ()):
+    """The released-model preset of the benchmark network (no download of encoder weights)."""
+    from flairkit.config import load_config
+
+    return load_config(PRESET, ["model.encoder_weights=null", *overrides])
+
+
+def make_weights(csv: Path, path: Path) -> None:
+    """Save the benchmark network's smp state dict: seeded random weights, calibrated BatchNorm, disabled classes off.
+
+    With its initial BatchNorm statistics (mean 0, variance 1) a random network does not normalise its
+    activations; calibrated on real patches, they are scaled as in a trained network. The disabled classes get
+    a constant, very low logit, as the released models never predict them.
+    """
+    import torch
+
+    from flairkit.data.datamodule import build_dataset
+    from flairkit.data.datasets import collate_patches
+    from flairkit.data.discovery import read_csv_list
+    from flairkit.data.transforms import Normalizer
+    from flairkit.models.factory import build_aerial_model
+    from flairkit.nomenclature import get_nomenclature
+
+    config = bench_config()
+    torch.manual_seed(SEED)
+    model = build_aerial_model(config, pretrained_encoder=False)
+    dataset = build_dataset(config, read_csv_list(csv), with_labels=False)
+    normalizer = Normalizer.from_config(config.data.normalization)
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    with torch.no_grad():
+        for indices in np.array_split(np.arange(len(dataset)), -(-len(dataset) // CALIBRATION_BATCH)):
+            model(normalizer(collate_patches([dataset[int(i)] for i in indices])["image"]))
+        head = model.seg_model.segmentation_head[0]
+        disabled = get_nomenclature(config.data.nomenclature).disabled
+        head.weight[disabled] = 0.0
+        head.bias[disabled] = DISABLED_LOGIT
+    torch.save(model.seg_model.state_dict(), path)
+
+
+# ---------------------------------------------------------------------------------------------- children
+
+
+def child_detect(args: dict) -> dict:
+    """flairkit zone detection of one variant: seconds from loading the weights to the closed map."""
+    import torch
+
+    from flairkit.detection.run import detect
+    from flairkit.models.checkpoints import load_model
+
+    variant = VARIANTS[args["variant"]]
+    config = bench_config(variant.overrides)
+    start = time.perf_counter()
+    model = load_model(config, args["weights"])
+    if variant.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    summary = detect(config, model, [Path(args["input"])], Path(args["output"]), progress=False)
+    seconds = time.perf_counter() - start
+    report = summary.maps[0]
+    return {
+        "seconds": seconds,
+        "km2": report.area_km2,
+        "tiles": sum(report.tiles_per_rank),
+        "codes": config.detect.output_codes == "flair",
+    }
+
+
+def child_train(args: dict) -> dict:
+    """flairkit training: seconds per loaded batch and per step of the Lightning task (NCHW or channels_last)."""
+    from flairkit.data.datamodule import FlairDataModule
+    from flairkit.models.checkpoints import load_model
+    from flairkit.training.module import SegmentationTask
+
+    overrides = (
+        f"data.train_csv={args['csv']}",
+        f"data.val_csv={args['csv']}",
+        f"data.batch_size={args['batch']}",
+        "data.num_workers=0",
+        f"train.channels_last={str(args['channels_last']).lower()}",
+    )
+    config = bench_config(overrides)
+    data = FlairDataModule(config)
+    data.setup("fit")
+    loader = data.train_dataloader()
+    n_batches = len(loader)
+
+    def one_pass() -> None:
+        for _ in loader:
+            pass
+
+    load_s = best_of(one_pass, repeats=args["repeats"]) / n_batches
+    batch = next(iter(loader))
+    task = SegmentationTask(config, model=load_model(config, args["weights"]).train())
+    optimizer = task.configure_optimizers()["optimizer"]
+
+    def step() -> None:
+        prepared = task.prepare_batch(dict(batch), training=True)
+        optimizer.zero_grad(set_to_none=True)
+        loss = task.training_step(prepared, 0)
+        loss.backward()
+        optimizer.step()
+
+    return {"load_s_per_batch": load_s, "step_s": best_of(step, repeats=args["repeats"])}
+
+
+def run_child(task: str, args: dict) -> dict:
+    """Run ``child_<task>(args)`` in a fresh interpreter and return its JSON figures."""
+    payload = json.dumps({"task": task, **args})
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", payload], capture_output=True, text=True, check=False
+    )
+    if done.returncode:
+        sys.exit(f"flairkit {task} run failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------------- official
+
+
+@dataclass(frozen=True)
+class Official:
+    """Where the official code and its environment are."""
+
+    checkout: Path
+    python: Path
+    torch_home: Path
+
+    def run(self, task: str, arguments: list[str], result: Path) -> dict:
+        """Run ``official.py <task>`` with the official interpreter; network access points at loopback."""
+        env = {
+            **os.environ,
+            "TORCH_HOME": str(self.torch_home),
+            "HTTP_PROXY": LOOPBACK_PROXY,
+            "HTTPS_PROXY": LOOPBACK_PROXY,
+            "http_proxy": LOOPBACK_PROXY,
+            "https_proxy": LOOPBACK_PROXY,
+            "HF_HUB_OFFLINE": "1",
+            "PYTHONWARNINGS": "ignore",
+        }
+        runner = Path(__file__).with_name("official.py")
+        command = [str(self.python), str(runner), task, "--checkout", str(self.checkout), "--result", str(result)]
+        done = subprocess.run([*command, *arguments], capture_output=True, text=True, env=env, check=False)
+        if done.returncode or not result.exists():
+            sys.exit(f"official {task} run failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+        return json.loads(result.read_text())
+
+
+def prepare_official(checkout: Path, python: Path, folder: Path) -> Official:
+    """Check the checkout and put a stand-in ImageNet ResNet34 (replaced by the checkpoint) in a private hub."""
+    import torch
+    import torchvision
+
+    if not (checkout / "src" / "zone_detect" / "main.py").is_file():
+        sys.exit(f"{checkout} is not an IGNF/FLAIR-1 checkout (no src/zone_detect/main.py); pass --official FLAIR-1")
+    if not python.is_file():
+        sys.exit(f"{python}: no such interpreter; pass --official-python <venv>/bin/python")
+    hub = folder / "torch_home" / "hub" / "checkpoints"
+    hub.mkdir(parents=True, exist_ok=True)
+    torch.save(torchvision.models.resnet34().state_dict(), hub / IMAGENET_RESNET34)
+    return Official(checkout.resolve(), python, folder / "torch_home")
+
+
+def official_detect_conf(path: Path, ortho: Path, weights: Path, out: Path, config) -> None:
+    """A flair-detect YAML config with the settings of ``configs/flair-1-config-detect.yaml`` on the CPU."""
+    import yaml
+
+    norm = config.data.normalization
+    conf = {
+        "output_path": str(out.parent),
+        "output_name": out.stem,
+        "input_img_path": str(ortho),
+        "channels": list(config.data.channels),
+        "img_pixels_detection": 512,
+        "margin": 128,
+        "output_type": "argmax",
+        "n_classes": 19,
+        "model_weights": str(weights),
+        "model_framework": {
+            "model_provider": "SegmentationModelsPytorch",
+            "SegmentationModelsPytorch": {"encoder_decoder": "resnet34_unet"},
+        },
+        "batch_size": 4,
+        "use_gpu": False,
+        "num_worker": 2,
+        "write_dataframe": False,
+        "norma_task": [{"norm_type": norm.mode, "norm_means": list(norm.means), "norm_stds": list(norm.stds)}],
+    }
+    path.write_text(yaml.safe_dump(conf, sort_keys=False))
+
+
+def absolute_csv(csv: Path, path: Path) -> Path:
+    """A copy of a FLAIR-1 CSV list with absolute paths (the official code opens them from its own folder)."""
+    from flairkit.data.discovery import read_csv_list
+
+    path.write_text("".join(f"{r.image},{r.mask}\n" for r in read_csv_list(csv)))
+    return path
+
+
+def official_train_settings(path: Path, config) -> None:
+    """Classes (code: [weight, name]), channels and normalisation of the benchmark network, for official.py."""
+    from flairkit.nomenclature import get_nomenclature
+
+    nomenclature = get_nomenclature(config.data.nomenclature)
+    classes = {int(t.code): [t.weight, t.name] for t in nomenclature.targets}
+    norm = config.data.normalization
+    settings = {
+        "classes": classes,
+        "channels": list(config.data.channels),
+        "norm": {"type": norm.mode, "means": list(norm.means), "stds": list(norm.stds)},
+    }
+    path.write_text(json.dumps(settings))
+
+
+def agreement(ours: Path, official: Path, codes: bool) -> float:
+    """Share of pixels (%) where flairkit's map and the official map give the same class."""
+    import rasterio
+
+    from flairkit.nomenclature import get_nomenclature
+
+    with rasterio.open(ours) as src:
+        mine = src.read(1)
+    with rasterio.open(official) as src:
+        theirs = src.read(1)
+    if codes:
+        mine = get_nomenclature(bench_config().data.nomenclature).map_mask(mine)
+    return 100.0 * float(np.mean(mine == theirs))
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def training_rows(ours: dict[str, dict], official: dict | None, batch: int) -> list[list[str]]:
+    """Training table rows: data, step and end-to-end patches/s, and ratios to the official code."""
+
+    def speeds(figures: dict) -> tuple[float, float, float]:
+        load, step = figures["load_s_per_batch"], figures["step_s"]
+        return batch / load, batch / step, batch / (load + step)
+
+    reference = speeds(official) if official else None
+    rows = []
+    entries = [("official FLAIR-1", "NCHW", official)] if official else []
+    entries += [("flairkit", layout, figures) for layout, figures in ours.items()]
+    for code, layout, figures in entries:
+        data, step, total = speeds(figures)
+        row = [code, layout, f"{data:.2f}", f"{step:.3f}", f"{total:.3f}"]
+        if reference:
+            row += [f"{step / reference[1]:.2f}x", f"{total / reference[2]:.2f}x"]
+        rows.append(row)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--official", type=Path, help="a checkout of IGNF/FLAIR-1 (enables the official runs)")
+    parser.add_argument("--official-python", type=Path, default=os.environ.get("FLAIRKIT_OFFICIAL_PYTHON"))
+    parser.add_argument("--size", type=int, default=512, help="patch side in pixels (training)")
+    parser.add_argument("--batch", type=int, default=10, help="training batch size")
+    parser.add_argument("--ortho-size", type=int, default=2048, help="orthophoto side in pixels (detection)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed repeats (best is kept)")
+    parser.add_argument("--variants", nargs="+", default=["compat", "default", "tile1024-cl"], choices=VARIANTS)
+    parser.add_argument("--no-train", action="store_true", help="skip the training comparison")
+    parser.add_argument("--workdir", type=Path, help="keep the world, weights and maps in this new folder")
+    parser.add_argument("--no-write", action="store_true", help="print only, do not append to BENCHMARKS.md")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.child:
+        args = json.loads(options.child)
+        print(json.dumps({"detect": child_detect, "train": child_train}[args["task"]](args)))
+        return
+    if options.official is not None and options.official_python is None:
+        parser.error("--official needs --official-python (or $FLAIRKIT_OFFICIAL_PYTHON): the official venv's python")
+
+    from flairkit.data.synth import synthesize_world
+
+    with contextlib.ExitStack() as stack:
+        if options.workdir is None:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="flairkit-bench-")))
+        else:
+            folder = options.workdir
+            folder.mkdir(parents=True, exist_ok=False)
+        world = synthesize_world(folder / "world", world_options(options.size, options.ortho_size, 2 * options.batch))
+        csv, ortho = world.csv["train"], world.orthos[0][0]
+        weights = folder / "unet_resnet34_smp_state_dict.pth"
+        make_weights(csv, weights)
+        config = bench_config()
+        official = None
+        if options.official is not None:
+            official = prepare_official(options.official, options.official_python, folder)
+
+        train_table = None
+        if not options.no_train:
+            ours_train = {}
+            for channels_last in (False, True):
+                args = {
+                    "csv": str(csv),
+                    "batch": options.batch,
+                    "repeats": options.repeats,
+                    "weights": str(weights),
+                    "channels_last": channels_last,
+                }
+                ours_train["channels_last" if channels_last else "NCHW"] = run_child("train", args)
+            official_train = None
+            if official is not None:
+                settings = folder / "official_train.json"
+                official_train_settings(settings, config)
+                official_csv = absolute_csv(csv, folder / "official_train.csv")
+                arguments = ["--csv", str(official_csv), "--batch", str(options.batch), "--repeats", str(options.repeats)]
+                arguments += ["--settings", str(settings)]
+                official_train = official.run("train", arguments, folder / "official_train_result.json")
+            header = ["code", "layout", "data patches/s", "step patches/s", "end-to-end patches/s"]
+            if official_train:
+                header += ["step vs official", "end-to-end vs official"]
+            train_table = markdown_table(header, training_rows(ours_train, official_train, options.batch))
+
+        km2 = None
+        rows = []
+        official_map = folder / "official_map.tif"
+        official_speed = None
+        if official is not None:
+            conf = folder / "official_detect.yaml"
+            official_detect_conf(conf, ortho, weights, official_map, config)
+            figures = official.run("detect", ["--conf", str(conf)], folder / "official_detect_result.json")
+            import rasterio
+
+            with rasterio.open(ortho) as src:
+                km2 = src.width * src.height * abs(src.res[0] * src.res[1]) / 1e6
+            official_speed = km2 / figures["seconds"] * 3600
+            row = ["official flair-detect", "tiles 512, margin 128, batch 4, 2 workers", f"{figures['seconds']:.1f}"]
+            rows.append([*row, f"{official_speed:.3f}", "1.00x", "100"])
+        for name in options.variants:
+            out = folder / f"ours_{name}.tif"
+            args = {"variant": name, "weights": str(weights), "input": str(ortho), "output": str(out)}
+            figures = run_child("detect", args)
+            speed = figures["km2"] / figures["seconds"] * 3600
+            row = [f"flairkit {name}", VARIANTS[name].description, f"{figures['seconds']:.1f}", f"{speed:.3f}"]
+            if official_speed:
+                row += [f"{speed / official_speed:.2f}x", f"{agreement(out, official_map, figures['codes']):.4f}"]
+            rows.append(row)
+            print(" | ".join(row), flush=True)
+
+    header = ["code", "settings", "time (s)", "km²/h"]
+    if official_speed:
+        header += ["vs official", "pixels agreeing with official (%)"]
+    version = f"official: IGNF/FLAIR-1 at {options.official}" if options.official else "official code not run"
+    notes = (
+        f"U-Net ResNet34, 5 bands, 19 logits, same weights for both codes (random, seed {SEED}, BatchNorm "
+        f"calibrated on the patches, disabled-class logits set to {DISABLED_LOGIT:g}); training: {options.size} px "
+        f"patches, batch {options.batch}, SGD lr 0.02, best of {options.repeats}; detection: synthetic orthophoto "
+        f"{options.ortho_size}x{options.ortho_size} px at 0.2 m, CPU. {version}."
+    )
+    tables = []
+    if train_table:
+        tables.append("Training (patches/s)\n\n" + train_table)
+    tables.append("Zone detection\n\n" + markdown_table(header, rows))
+    record("flairkit vs official FLAIR-1", "\n\n".join(tables), notes, write=not options.no_write)
+
+
+if __name__ == "__main__":
+    main()
