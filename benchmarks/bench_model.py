@@ -48,7 +48,9 @@ def model_flops(model: torch.nn.Module, shape: tuple[int, ...]) -> float:
     return float(counter.get_total_flops())
 
 
-def train_seconds(model: torch.nn.Module, shape: tuple[int, ...], criterion, channels_last: bool, repeats: int) -> float:
+def train_seconds(
+    model: torch.nn.Module, shape: tuple[int, ...], criterion, channels_last: bool, repeats: int
+) -> float:
     """Seconds per training step (forward, loss, backward, SGD) of a batch of ``shape``."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = copy.deepcopy(model).to(memory_format=fmt).train()
@@ -64,7 +66,9 @@ def train_seconds(model: torch.nn.Module, shape: tuple[int, ...], criterion, cha
     return best_of(step, repeats=repeats)
 
 
-def inference_runner(backend: str, model: torch.nn.Module, shape: tuple[int, ...], folder: Path) -> Callable[[], object]:
+def inference_runner(
+    backend: str, model: torch.nn.Module, shape: tuple[int, ...], folder: Path
+) -> Callable[[], object]:
     """A call that predicts one batch of ``shape`` with ``backend``."""
     images = torch.rand(shape)
     model = copy.deepcopy(model).eval()

@@ -33,8 +33,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -52,28 +53,24 @@ LOOPBACK_PROXY = "http://127.0.0.1:9"
 
 @dataclass(frozen=True)
 class Variant:
-    """A flairkit detection setting: config overrides and the model's memory format."""
+    """A flairkit detection setting: config overrides and how the network runs."""
 
     overrides: tuple[str, ...]
-    channels_last: bool
+    backend: Literal["nchw", "channels_last", "onnx"]
+    """The torch model as ``load_model`` returns it, converted to channels_last, or exported to ONNX Runtime."""
     description: str
 
 
 COMPAT = ("detect.stitching=margin", "detect.tile_size=512", "detect.margin=128", "detect.batch_size=4")
+TILE1024 = ("detect.stitching=margin", "detect.tile_size=1024", "detect.margin=128", "detect.batch_size=1")
 VARIANTS = {
-    "compat": Variant(COMPAT, False, "margin stitching, tiles 512, margin 128, batch 4 (flair-detect's settings)"),
-    "default": Variant((), False, "`flair detect` defaults"),
-    "compat-cl": Variant(COMPAT, True, "compat + channels_last model"),
-    "tile1024": Variant(
-        ("detect.stitching=margin", "detect.tile_size=1024", "detect.margin=128", "detect.batch_size=1"),
-        False,
-        "margin stitching, tiles 1024, margin 128, batch 1",
-    ),
-    "tile1024-cl": Variant(
-        ("detect.stitching=margin", "detect.tile_size=1024", "detect.margin=128", "detect.batch_size=1"),
-        True,
-        "tiles 1024, margin 128, batch 1 + channels_last model",
-    ),
+    "compat": Variant(COMPAT, "nchw", "margin stitching, tiles 512, margin 128, batch 4 (flair-detect's settings)"),
+    "default": Variant((), "nchw", "`flair detect` defaults"),
+    "compat-cl": Variant(COMPAT, "channels_last", "compat, channels_last model"),
+    "compat-onnx": Variant(COMPAT, "onnx", "compat, ONNX Runtime"),
+    "tile1024": Variant(TILE1024, "nchw", "margin stitching, tiles 1024, margin 128, batch 1"),
+    "tile1024-cl": Variant(TILE1024, "channels_last", "tiles 1024, margin 128, batch 1, channels_last model"),
+    "tile1024-onnx": Variant(TILE1024, "onnx", "tiles 1024, margin 128, batch 1, ONNX Runtime"),
 }
 
 
@@ -147,12 +144,19 @@ def child_detect(args: dict) -> dict:
 
     from flairkit.detection.run import detect
     from flairkit.models.checkpoints import load_model
+    from flairkit.models.export import OnnxSegmenter, export_onnx
 
     variant = VARIANTS[args["variant"]]
     config = bench_config(variant.overrides)
+    graph = Path(args["output"]).with_suffix(".onnx")
+    if variant.backend == "onnx":  # exported once beforehand, as `flair export --onnx` does
+        export_onnx(load_model(config, args["weights"]), graph, len(config.data.channels), config.detect.tile_size)
     start = time.perf_counter()
-    model = load_model(config, args["weights"])
-    if variant.channels_last:
+    if variant.backend == "onnx":
+        model = OnnxSegmenter(graph, threads=torch.get_num_threads())
+    else:
+        model = load_model(config, args["weights"])
+    if variant.backend == "channels_last":
         model = model.to(memory_format=torch.channels_last)
     summary = detect(config, model, [Path(args["input"])], Path(args["output"]), progress=False)
     seconds = time.perf_counter() - start
@@ -166,49 +170,49 @@ def child_detect(args: dict) -> dict:
 
 
 def child_train(args: dict) -> dict:
-    """flairkit training: seconds per loaded batch and per step of the Lightning task (NCHW or channels_last)."""
+    """flairkit training, per layout: seconds per loaded batch and per step of the Lightning task."""
     from flairkit.data.datamodule import FlairDataModule
     from flairkit.models.checkpoints import load_model
     from flairkit.training.module import SegmentationTask
 
-    overrides = (
-        f"data.train_csv={args['csv']}",
-        f"data.val_csv={args['csv']}",
-        f"data.batch_size={args['batch']}",
-        "data.num_workers=0",
-        f"train.channels_last={str(args['channels_last']).lower()}",
-    )
-    config = bench_config(overrides)
-    data = FlairDataModule(config)
-    data.setup("fit")
-    loader = data.train_dataloader()
-    n_batches = len(loader)
+    figures = {}
+    for layout in ("NCHW", "channels_last"):
+        overrides = (
+            f"data.train_csv={args['csv']}",
+            f"data.val_csv={args['csv']}",
+            f"data.batch_size={args['batch']}",
+            "data.num_workers=0",
+            f"train.channels_last={str(layout == 'channels_last').lower()}",
+        )
+        config = bench_config(overrides)
+        data = FlairDataModule(config)
+        data.setup("fit")
+        loader = data.train_dataloader()
 
-    def one_pass() -> None:
-        for _ in loader:
-            pass
+        def one_pass(loader=loader) -> None:
+            for _ in loader:
+                pass
 
-    load_s = best_of(one_pass, repeats=args["repeats"]) / n_batches
-    batch = next(iter(loader))
-    task = SegmentationTask(config, model=load_model(config, args["weights"]).train())
-    optimizer = task.configure_optimizers()["optimizer"]
+        load_s = best_of(one_pass, repeats=args["repeats"]) / len(loader)
+        batch = next(iter(loader))
+        task = SegmentationTask(config, model=load_model(config, args["weights"]).train())
+        optimizer = task.configure_optimizers()["optimizer"]
 
-    def step() -> None:
-        prepared = task.prepare_batch(dict(batch), training=True)
-        optimizer.zero_grad(set_to_none=True)
-        loss = task.training_step(prepared, 0)
-        loss.backward()
-        optimizer.step()
+        def step(task=task, optimizer=optimizer, batch=batch) -> None:
+            prepared = task.prepare_batch(dict(batch), training=True)
+            optimizer.zero_grad(set_to_none=True)
+            loss = task.training_step(prepared, 0)
+            loss.backward()
+            optimizer.step()
 
-    return {"load_s_per_batch": load_s, "step_s": best_of(step, repeats=args["repeats"])}
+        figures[layout] = {"load_s_per_batch": load_s, "step_s": best_of(step, repeats=args["repeats"])}
+    return figures
 
 
 def run_child(task: str, args: dict) -> dict:
     """Run ``child_<task>(args)`` in a fresh interpreter and return its JSON figures."""
     payload = json.dumps({"task": task, **args})
-    done = subprocess.run(
-        [sys.executable, __file__, "--child", payload], capture_output=True, text=True, check=False
-    )
+    done = subprocess.run([sys.executable, __file__, "--child", payload], capture_output=True, text=True, check=False)
     if done.returncode:
         sys.exit(f"flairkit {task} run failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -224,6 +228,8 @@ class Official:
     checkout: Path
     python: Path
     torch_home: Path
+    versions: dict[str, str] = field(default_factory=dict)
+    """Library versions of the official environment, as its runs report them."""
 
     def run(self, task: str, arguments: list[str], result: Path) -> dict:
         """Run ``official.py <task>`` with the official interpreter; network access points at loopback."""
@@ -260,7 +266,7 @@ def prepare_official(checkout: Path, python: Path, folder: Path) -> Official:
     return Official(checkout.resolve(), python, folder / "torch_home")
 
 
-def official_detect_conf(path: Path, ortho: Path, weights: Path, out: Path, config) -> None:
+def official_detect_conf(path: Path, ortho: Path, weights: Path, out: Path, config) -> Path:
     """A flair-detect YAML config with the settings of ``configs/flair-1-config-detect.yaml`` on the CPU."""
     import yaml
 
@@ -286,6 +292,7 @@ def official_detect_conf(path: Path, ortho: Path, weights: Path, out: Path, conf
         "norma_task": [{"norm_type": norm.mode, "norm_means": list(norm.means), "norm_stds": list(norm.stds)}],
     }
     path.write_text(yaml.safe_dump(conf, sort_keys=False))
+    return path
 
 
 def absolute_csv(csv: Path, path: Path) -> Path:
@@ -296,7 +303,7 @@ def absolute_csv(csv: Path, path: Path) -> Path:
     return path
 
 
-def official_train_settings(path: Path, config) -> None:
+def official_train_settings(path: Path, config) -> Path:
     """Classes (code: [weight, name]), channels and normalisation of the benchmark network, for official.py."""
     from flairkit.nomenclature import get_nomenclature
 
@@ -309,6 +316,7 @@ def official_train_settings(path: Path, config) -> None:
         "norm": {"type": norm.mode, "means": list(norm.means), "stds": list(norm.stds)},
     }
     path.write_text(json.dumps(settings))
+    return path
 
 
 def agreement(ours: Path, official: Path, codes: bool) -> float:
@@ -349,10 +357,90 @@ def training_rows(ours: dict[str, dict], official: dict | None, batch: int) -> l
     return rows
 
 
+def compare_training(options: argparse.Namespace, folder: Path, csv: Path, weights: Path, official: Official | None):
+    """The training table (markdown)."""
+    args = {"csv": str(csv), "batch": options.batch, "repeats": options.repeats, "weights": str(weights)}
+    ours = run_child("train", args)
+    theirs = None
+    if official is not None:
+        settings = official_train_settings(folder / "official_train.json", bench_config())
+        arguments = ["--csv", str(absolute_csv(csv, folder / "official_train.csv")), "--settings", str(settings)]
+        arguments += ["--batch", str(options.batch), "--repeats", str(options.repeats)]
+        theirs = official.run("train", arguments, folder / "official_train_result.json")
+    header = ["code", "layout", "data patches/s", "step patches/s", "end-to-end patches/s"]
+    if theirs:
+        header += ["step vs official", "end-to-end vs official"]
+    return markdown_table(header, training_rows(ours, theirs, options.batch))
+
+
+def compare_detection(
+    options: argparse.Namespace, folder: Path, ortho: Path, weights: Path, official: Official | None
+) -> str:
+    """The detection table (markdown): official runs first, then each flairkit variant."""
+    import rasterio
+
+    with rasterio.open(ortho) as src:
+        km2 = src.width * src.height * abs(src.res[0] * src.res[1]) / 1e6
+    references: list[tuple[str, Path]] = []  # (column title, official map)
+    rows: list[list[str]] = []
+    reference_speed = None
+    if official is not None:
+        runs = [("official flair-detect", "official", [])]
+        if options.official_exact_windows:
+            runs.append(("official flair-detect, windows rounded", "rounded official", ["--exact-windows"]))
+        for label, column, extra in runs:
+            out = folder / f"{column.replace(' ', '_')}_map.tif"
+            conf = official_detect_conf(out.with_suffix(".yaml"), ortho, weights, out, bench_config())
+            figures = official.run("detect", ["--conf", str(conf), *extra], out.with_suffix(".json"))
+            speed = km2 / figures["seconds"] * 3600
+            reference_speed = reference_speed or speed
+            references.append((column, out))
+            settings = "tiles 512, margin 128, batch 4, 2 loader workers"
+            rows.append(
+                [label, settings, f"{figures['seconds']:.1f}", f"{speed:.3f}", f"{speed / reference_speed:.2f}x"]
+            )
+        for row, (_, out) in zip(rows, references, strict=True):
+            row += [f"{agreement(out, other, codes=False):.4f}" for _, other in references]
+    for name in options.variants:
+        out = folder / f"flairkit_{name}.tif"
+        args = {"variant": name, "weights": str(weights), "input": str(ortho), "output": str(out)}
+        figures = run_child("detect", args)
+        speed = km2 / figures["seconds"] * 3600
+        row = [f"flairkit {name}", VARIANTS[name].description, f"{figures['seconds']:.1f}", f"{speed:.3f}"]
+        if reference_speed:
+            row.append(f"{speed / reference_speed:.2f}x")
+            row += [f"{agreement(out, other, figures['codes']):.4f}" for _, other in references]
+        rows.append(row)
+        print(" | ".join(row), flush=True)
+    header = ["code", "settings", "time (s)", "km²/h"]
+    if reference_speed:
+        header += ["vs official"] + [f"pixels agreeing with {column} map (%)" for column, _ in references]
+    return markdown_table(header, rows)
+
+
+def official_description(options: argparse.Namespace, official: Official | None) -> str:
+    """Which official code ran, and with which library versions."""
+    if official is None:
+        return "Official code not run."
+    commit_file = official.checkout / "COMMIT"
+    commit = commit_file.read_text().strip()[:12] if commit_file.is_file() else "unknown commit"
+    versions = official.versions
+    return (
+        f"Official: IGNF/FLAIR-1 {commit} ({options.official}), "
+        + ", ".join(f"{name} {version}" for name, version in versions.items())
+        + "."
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--official", type=Path, help="a checkout of IGNF/FLAIR-1 (enables the official runs)")
     parser.add_argument("--official-python", type=Path, default=os.environ.get("FLAIRKIT_OFFICIAL_PYTHON"))
+    parser.add_argument(
+        "--official-exact-windows",
+        action="store_true",
+        help="also run flair-detect with its kept windows rounded (what pixel_precision=6 asks for)",
+    )
     parser.add_argument("--size", type=int, default=512, help="patch side in pixels (training)")
     parser.add_argument("--batch", type=int, default=10, help="training batch size")
     parser.add_argument("--ortho-size", type=int, default=2048, help="orthophoto side in pixels (detection)")
@@ -372,6 +460,7 @@ def main() -> None:
 
     from flairkit.data.synth import synthesize_world
 
+    tables = []
     with contextlib.ExitStack() as stack:
         if options.workdir is None:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="flairkit-bench-")))
@@ -382,76 +471,19 @@ def main() -> None:
         csv, ortho = world.csv["train"], world.orthos[0][0]
         weights = folder / "unet_resnet34_smp_state_dict.pth"
         make_weights(csv, weights)
-        config = bench_config()
         official = None
         if options.official is not None:
             official = prepare_official(options.official, options.official_python, folder)
-
-        train_table = None
         if not options.no_train:
-            ours_train = {}
-            for channels_last in (False, True):
-                args = {
-                    "csv": str(csv),
-                    "batch": options.batch,
-                    "repeats": options.repeats,
-                    "weights": str(weights),
-                    "channels_last": channels_last,
-                }
-                ours_train["channels_last" if channels_last else "NCHW"] = run_child("train", args)
-            official_train = None
-            if official is not None:
-                settings = folder / "official_train.json"
-                official_train_settings(settings, config)
-                official_csv = absolute_csv(csv, folder / "official_train.csv")
-                arguments = ["--csv", str(official_csv), "--batch", str(options.batch), "--repeats", str(options.repeats)]
-                arguments += ["--settings", str(settings)]
-                official_train = official.run("train", arguments, folder / "official_train_result.json")
-            header = ["code", "layout", "data patches/s", "step patches/s", "end-to-end patches/s"]
-            if official_train:
-                header += ["step vs official", "end-to-end vs official"]
-            train_table = markdown_table(header, training_rows(ours_train, official_train, options.batch))
-
-        km2 = None
-        rows = []
-        official_map = folder / "official_map.tif"
-        official_speed = None
-        if official is not None:
-            conf = folder / "official_detect.yaml"
-            official_detect_conf(conf, ortho, weights, official_map, config)
-            figures = official.run("detect", ["--conf", str(conf)], folder / "official_detect_result.json")
-            import rasterio
-
-            with rasterio.open(ortho) as src:
-                km2 = src.width * src.height * abs(src.res[0] * src.res[1]) / 1e6
-            official_speed = km2 / figures["seconds"] * 3600
-            row = ["official flair-detect", "tiles 512, margin 128, batch 4, 2 workers", f"{figures['seconds']:.1f}"]
-            rows.append([*row, f"{official_speed:.3f}", "1.00x", "100"])
-        for name in options.variants:
-            out = folder / f"ours_{name}.tif"
-            args = {"variant": name, "weights": str(weights), "input": str(ortho), "output": str(out)}
-            figures = run_child("detect", args)
-            speed = figures["km2"] / figures["seconds"] * 3600
-            row = [f"flairkit {name}", VARIANTS[name].description, f"{figures['seconds']:.1f}", f"{speed:.3f}"]
-            if official_speed:
-                row += [f"{speed / official_speed:.2f}x", f"{agreement(out, official_map, figures['codes']):.4f}"]
-            rows.append(row)
-            print(" | ".join(row), flush=True)
-
-    header = ["code", "settings", "time (s)", "km²/h"]
-    if official_speed:
-        header += ["vs official", "pixels agreeing with official (%)"]
-    version = f"official: IGNF/FLAIR-1 at {options.official}" if options.official else "official code not run"
+            tables.append("Training\n\n" + compare_training(options, folder, csv, weights, official))
+        tables.append("Zone detection\n\n" + compare_detection(options, folder, ortho, weights, official))
+        description = official_description(options, official)
     notes = (
-        f"U-Net ResNet34, 5 bands, 19 logits, same weights for both codes (random, seed {SEED}, BatchNorm "
-        f"calibrated on the patches, disabled-class logits set to {DISABLED_LOGIT:g}); training: {options.size} px "
-        f"patches, batch {options.batch}, SGD lr 0.02, best of {options.repeats}; detection: synthetic orthophoto "
-        f"{options.ortho_size}x{options.ortho_size} px at 0.2 m, CPU. {version}."
+        f"U-Net ResNet34, 5 bands, 19 logits, the same weights for both codes (random, seed {SEED}, BatchNorm "
+        f"calibrated on the patches, disabled-class logits set to {DISABLED_LOGIT:g}). Training: {options.size} px "
+        f"patches, batch {options.batch}, SGD lr 0.02, best of {options.repeats}. Detection: synthetic orthophoto of "
+        f"{options.ortho_size}x{options.ortho_size} px at 0.2 m, CPU, one run each. {description}"
     )
-    tables = []
-    if train_table:
-        tables.append("Training (patches/s)\n\n" + train_table)
-    tables.append("Zone detection\n\n" + markdown_table(header, rows))
     record("flairkit vs official FLAIR-1", "\n\n".join(tables), notes, write=not options.no_write)
 
 

@@ -4,6 +4,7 @@ This file imports nothing from flairkit: ``bench_official.py`` starts it with th
 environment where IGNF/FLAIR-1 and its pinned requirements are installed, in a checkout of that repository::
 
     <official python> benchmarks/official.py detect --checkout FLAIR-1 --conf detect.yaml --result out.json
+                                                [--exact-windows]
     <official python> benchmarks/official.py train --checkout FLAIR-1 --csv train.csv --batch 10 --result out.json
 
 ``detect`` times ``src.zone_detect.main.main()`` (the ``flair-detect`` entry point) from slicing to the
@@ -22,7 +23,10 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
+
+LIBRARIES = ("torch", "segmentation-models-pytorch", "pytorch-lightning", "torchmetrics", "rasterio", "numpy")
 
 
 def best_of(function: Callable[[], object], repeats: int, warmup: int = 1) -> float:
@@ -42,14 +46,38 @@ def _enter(checkout: Path) -> None:
     sys.path.insert(0, str(checkout))
 
 
-def run_detect(checkout: Path, conf: Path) -> dict:
-    """One ``flair-detect`` run: wall seconds of its main() (imports excluded)."""
+def rounding_geometry_window(dataset, shapes, pixel_precision: int = 6, **_: object):
+    """``rasterio.features.geometry_window`` as flair-detect asks for it: pixel bounds rounded to ``pixel_precision``.
+
+    Current rasterio ignores ``pixel_precision`` and takes the floor/ceiling of the float pixel bounds, so a
+    kept window of 256 px whose geographic bounds carry float noise becomes 257 px wide, and rasterio's write
+    stretches the 256 px prediction over it (nearest neighbour).
+    """
+    import math
+
+    from rasterio.features import bounds
+    from rasterio.windows import Window
+
+    left, bottom, right, top = (round(v, pixel_precision) for v in bounds(shapes[0], transform=~dataset.transform))
+    rows, cols = (min(top, bottom), max(top, bottom)), (min(left, right), max(left, right))
+    row0, col0 = math.floor(rows[0]), math.floor(cols[0])
+    window = Window(col0, row0, math.ceil(cols[1]) - col0, math.ceil(rows[1]) - row0)
+    return window.intersection(Window(0, 0, dataset.width, dataset.height))
+
+
+def run_detect(checkout: Path, conf: Path, exact_windows: bool = False) -> dict:
+    """One ``flair-detect`` run: wall seconds of its main() (imports excluded).
+
+    ``exact_windows``: kept windows computed with :func:`rounding_geometry_window` (no 1 px stretch).
+    """
     _enter(checkout)
     import warnings
 
     warnings.simplefilter("ignore")
     from src.zone_detect import main as zone_detect
 
+    if exact_windows:
+        zone_detect.geometry_window = rounding_geometry_window
     sys.argv = ["flair-detect", "--conf", str(conf)]
     start = time.perf_counter()
     zone_detect.main()
@@ -132,6 +160,7 @@ def main() -> None:
     parser.add_argument("--checkout", type=Path, required=True, help="the IGNF/FLAIR-1 checkout")
     parser.add_argument("--result", type=Path, required=True, help="JSON file receiving the figures")
     parser.add_argument("--conf", type=Path, help="detect: the flair-detect YAML config")
+    parser.add_argument("--exact-windows", action="store_true", help="detect: round kept windows (no 1 px stretch)")
     parser.add_argument("--csv", type=Path, help="train: the FLAIR-1 CSV list of image,mask pairs")
     parser.add_argument("--batch", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
@@ -139,13 +168,14 @@ def main() -> None:
     args = parser.parse_args()
     checkout, result = args.checkout.resolve(), args.result.resolve()
     if args.task == "detect":
-        figures = run_detect(checkout, args.conf.resolve())
+        figures = run_detect(checkout, args.conf.resolve(), args.exact_windows)
     else:
         settings = json.loads(args.settings.read_text())
         classes = {int(k): v for k, v in settings["classes"].items()}
         figures = run_train(
             checkout, args.csv.resolve(), args.batch, args.repeats, classes, settings["channels"], settings["norm"]
         )
+    figures["versions"] = {name: metadata.version(name) for name in LIBRARIES}
     result.write_text(json.dumps(figures))
 
 

@@ -210,6 +210,8 @@ class TrainConfig(Section):
     """SGD momentum; 0 as in the official FLAIR code."""
     weight_decay: float = Field(0.0, ge=0)
     """L2 penalty (decoupled for adamw)."""
+    scheduler: Literal["plateau", "cosine"] = "plateau"
+    """plateau: FLAIR's ReduceLROnPlateau on val_loss; cosine: cosine decay to min_lr over max_epochs."""
     plateau_factor: float = Field(0.5, gt=0, lt=1)
     """ReduceLROnPlateau on val_loss: factor applied to the learning rate."""
     plateau_patience: int = Field(10, ge=0)
