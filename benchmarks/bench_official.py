@@ -395,6 +395,7 @@ def compare_detection(
             speed = km2 / figures["seconds"] * 3600
             reference_speed = reference_speed or speed
             references.append((column, out))
+            official.versions.update(figures["versions"])
             settings = "tiles 512, margin 128, batch 4, 2 loader workers"
             rows.append(
                 [label, settings, f"{figures['seconds']:.1f}", f"{speed:.3f}", f"{speed / reference_speed:.2f}x"]

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from flairkit.cli.common import ConfigOption, OverwriteOption, SetOption, console, guarded, resolve_config
-from flairkit.cli.predict import CheckpointOption
+from flairkit.cli.common import ConfigOption, OverwriteOption, SetOption, console, guarded
+from flairkit.cli.predict import CheckpointOption, config_for_weights
 from flairkit.errors import ConfigError
 
 
@@ -74,7 +74,7 @@ def detect_command(
 
     if config is not None and model is not None:
         raise ConfigError("give either --config or --model (a preset), not both; add changes with --set")
-    cfg = resolve_config(config or model, overrides)
+    cfg = config_for_weights(config or model, overrides, checkpoint)
     weights = checkpoint or model or (str(cfg.evaluate.checkpoint) if cfg.evaluate.checkpoint else None)
     if weights is None:
         raise ConfigError("no weights given: pass --checkpoint FILE, or --model NAME for a released model")

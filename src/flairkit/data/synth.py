@@ -6,14 +6,16 @@ world worth learning: structured land cover (parcels, road network, houses with 
 vineyards in rows, plowed furrows, ponds, greenhouses...) with per-class colours, textures and heights, and
 per-domain radiometric shifts. Feature sizes are real metres at 0.2 m pixels when an area is at least
 1024 px across; smaller areas shrink the layout (not the textures below 0.5) so that every area still holds
-every class. Every class of the 15-class nomenclature appears in every area, thus in every split, with
-a little snow and a little of the four disabled classes (clear cut, mixed, ligneous, other).
+every class. All 19 classes (a little snow, and a little of the four classes the 15-class nomenclature
+disables: clear cut, mixed, ligneous, other) are placed in every area, so every split holds every class;
+the layout is redrawn a few times when an area is too small to show them all, and the area then keeps
+the layout that shows the most.
 
 **Aerial twins.** *Agricultural land* and *herbaceous vegetation* look almost alike from the air (same
-colours within 2 DN, same texture and grain, both about 0.3 m high) but differ clearly over the year in
-Sentinel-2: herbaceous vegetation stays green (NDVI about 0.6 all year) while agricultural land is a winter
-crop, green in spring, ripe in June, harvested in July and bare until autumn. An aerial-only model confuses
-them; a model that also reads the time series can separate them.
+colours within a few DN, same grain, both about 0.3 m high; agricultural land only has faint 3 m drill
+rows) but differ clearly over the year in Sentinel-2: herbaceous vegetation stays green (NDVI about 0.6 all
+year) while agricultural land is a winter crop, green in spring, ripe in June, harvested in July and bare
+until autumn. An aerial-only model confuses them; a model that also reads the time series can separate them.
 
 Layout in ``out`` (``<D>`` = ``D0xx_YYYY`` domain, ``<Z>`` = ``Z<n>_<AA>`` area)::
 

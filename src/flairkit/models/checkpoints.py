@@ -784,6 +784,10 @@ def read_bundle_config(folder: Path) -> FlairConfig:
     return config_from_dict(data, str(config_file))
 
 
+ONNX_SUFFIX = ".onnx"
+"""ONNX graphs (from ``flair export --onnx``) run with onnxruntime instead of torch."""
+
+
 def resolve_source(source: Path | str) -> WeightsSource:
     """Resolve a weights file, an exported bundle folder or a released model name."""
     path = Path(source)
@@ -794,6 +798,10 @@ def resolve_source(source: Path | str) -> WeightsSource:
                 f"{path} is a folder without {BUNDLE_WEIGHTS}; give a weights file or a bundle made by `flair export`"
             )
         return WeightsSource(weights, read_bundle_config(path), f"bundle {path}")
+    if path.is_file() and path.suffix == ONNX_SUFFIX:
+        bundle_config = path.parent / BUNDLE_CONFIG
+        config = read_bundle_config(path.parent) if bundle_config.is_file() else None
+        return WeightsSource(path, config, f"ONNX graph {path}")
     if path.exists():
         return WeightsSource(path, None, f"file {path}")
     from flairkit.models import zoo
@@ -856,6 +864,8 @@ def weights_config_source(source: Path | str) -> str | None:
     path = Path(source)
     if path.is_dir():
         return str(path / BUNDLE_CONFIG) if (path / BUNDLE_CONFIG).is_file() else None
+    if path.suffix == ONNX_SUFFIX and (path.parent / BUNDLE_CONFIG).is_file():
+        return str(path.parent / BUNDLE_CONFIG)
     if path.exists():
         return None
     from flairkit.models import zoo
@@ -887,8 +897,9 @@ def _check_consistent(config: FlairConfig, expected: FlairConfig, origin: str) -
 def load_model(config: FlairConfig, path: Path | str, device: str = "cpu") -> nn.Module:
     """Build the network of ``config`` (aerial or multimodal), load weights strictly, return it in eval mode.
 
-    ``path`` is a weights file (any supported format/layout), a bundle folder from ``flair export`` or a
-    released model name (fetched into the cache when needed). With a bundle or a released model, the
+    ``path`` is a weights file (any supported format/layout), a bundle folder from ``flair export``, a bundle's
+    ``model.onnx`` (an onnxruntime :class:`~flairkit.models.export.OnnxSegmenter`) or a released model name
+    (fetched into the cache when needed). With a bundle or a released model, the
     config must select the same bands, normalisation, nomenclature and network as the weights.
     """
     from flairkit.models.build import build_model
@@ -896,6 +907,10 @@ def load_model(config: FlairConfig, path: Path | str, device: str = "cpu") -> nn
     source = resolve_source(path)
     if source.config is not None:
         _check_consistent(config, source.config, source.origin)
+    if source.path.suffix == ONNX_SUFFIX:
+        from flairkit.models.export import OnnxSegmenter
+
+        return OnnxSegmenter(source.path)
     model = build_model(config, pretrained_encoder=False)
     report = _load_weights(model, source.path, strict=True, config=config)
     logger.info(report.summary())
