@@ -14,6 +14,7 @@ augmenting the uint8 batch before normalising (the same result, as flips commute
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -118,6 +119,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats of each stage")
     parser.add_argument("--no-write", action="store_true", help="print only, do not append to BENCHMARKS.md")
     options = parser.parse_args()
+    load_before = os.getloadavg()[0]
     rows = []
     with tempfile.TemporaryDirectory(prefix="flairkit-bench-data-") as tmp:
         csv = make_world(Path(tmp), options.size, options.patches)
@@ -134,6 +136,7 @@ def main() -> None:
         f"{options.batch}, {options.epochs} epochs per setting, read + Normalizer + augment_batch (p=0.5) per batch; "
         f"stages: best of {options.repeats}."
     )
+    notes += f" 1-min load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after."
     record("Training data loading", loader_table + "\n\n" + stage_table, notes, write=not options.no_write)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -101,6 +102,7 @@ def main() -> None:
     parser.add_argument("--no-train", action="store_true", help="inference only")
     parser.add_argument("--no-write", action="store_true", help="print only, do not append to BENCHMARKS.md")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     config = load_config(None, [f"model.encoder={args.encoder}", "model.encoder_weights=null"])
     train_shape = (args.batch, len(config.data.channels), args.size, args.size)
     infer_shape = (args.infer_batch, *train_shape[1:])
@@ -137,6 +139,7 @@ def main() -> None:
         f"{args.infer_batch}, fp32, CPU, best of {args.repeats}. Measured fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s "
         f"(2048x2048 matmul); forward pass: {flops / args.infer_batch / 1e9:.1f} GFLOP per patch."
     )
+    notes += f" 1-min load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after."
     record("Training step and inference", table, notes, write=not args.no_write)
 
 

@@ -461,6 +461,7 @@ def main() -> None:
 
     from flairkit.data.synth import synthesize_world
 
+    load_before = os.getloadavg()[0]
     tables = []
     with contextlib.ExitStack() as stack:
         if options.workdir is None:
@@ -485,6 +486,7 @@ def main() -> None:
         f"patches, batch {options.batch}, SGD lr 0.02, best of {options.repeats}. Detection: synthetic orthophoto of "
         f"{options.ortho_size}x{options.ortho_size} px at 0.2 m, CPU, one run each. {description}"
     )
+    notes += f" 1-min load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after."
     record("flairkit vs official FLAIR-1", "\n\n".join(tables), notes, write=not options.no_write)
 
 

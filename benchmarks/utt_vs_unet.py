@@ -14,7 +14,6 @@ import shutil
 from pathlib import Path
 
 from common import markdown_table, record
-
 from flairkit.config import load_config
 from flairkit.data.synth import SynthOptions, synthesize_world
 from flairkit.evaluation.predict import evaluate
