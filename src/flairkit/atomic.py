@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -44,14 +43,7 @@ def atomic_path(path: Path, overwrite: bool = False) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        try:
-            yield tmp
-        except OSError as error:
-            if error.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise DataError(
-                    f"{path}: cannot write ({error.strerror}); free disk space or choose another output"
-                ) from None
-            raise
+        yield tmp
         if path.exists() and not overwrite:
             raise OutputExistsError(f"{path} appeared while writing; pass --overwrite to replace it")
         os.chmod(tmp, 0o666 & ~_umask())
