@@ -88,9 +88,9 @@ def main() -> None:
         rows.append([name, f"{a:.2f}", f"{f:.2f}", f"{f - a:+.2f}"])
     table = markdown_table(["test IoU (%)", "U-Net (aerial)", "U-T&T (aerial + S2)", "gain"], rows)
     notes = (
-        f"U-Net {args.encoder} from scratch in both. Synthetic world: 6 domains (4 train, 1 val, 1 test) x 3 areas x {args.patches} patches of "
-        f"{args.patch_size} px, seed {args.seed}; {args.epochs} epochs, AdamW lr 1e-3, batch 8, CPU; "
-        "FLAIR #2 protocol (13 classes, mIoU over the first 12 present)."
+        f"U-Net {args.encoder} from scratch in both. Synthetic world: 6 domains (4 train, 1 val, 1 test) x 3 areas "
+        f"x {args.patches} patches of {args.patch_size} px, seed {args.seed}; {args.epochs} epochs, AdamW lr 1e-3, "
+        "batch 8, CPU; FLAIR #2 protocol (13 classes, mIoU over the first 12 present)."
     )
     record("U-T&T versus aerial U-Net on the synthetic world", table, notes, write=not args.no_write)
 

@@ -6,7 +6,6 @@ import errno
 import functools
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -88,13 +87,6 @@ def guarded(function: F) -> F:
 def resolve_config(config: str | None, overrides: list[str] | None) -> FlairConfig:
     """Load the config named on the command line with its ``--set`` overrides."""
     return load_config(config, overrides or [])
-
-
-def existing_path(path: Path, what: str) -> Path:
-    """``path`` if it exists, else a clear error naming ``what``."""
-    if not Path(path).exists():
-        raise FlairError(f"{what} {path} does not exist; check the path")
-    return Path(path)
 
 
 def stdout_is_terminal() -> bool:

@@ -53,7 +53,6 @@ class SegmentationTask(L.LightningModule):
             self.model = self.model.to(memory_format=torch.channels_last)
         # Kept outside the module registry so that state-dict keys stay those of the plain network.
         object.__setattr__(self, "network", torch.compile(self.model) if config.train.compile else self.model)
-        self.last_val_metrics: dict[str, Any] | None = None
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         trainer = self._trainer
@@ -126,7 +125,6 @@ class SegmentationTask(L.LightningModule):
         if int(matrix.sum()) == 0:
             return
         metrics = compute_metrics(matrix.cpu().numpy(), self.nomenclature, self.config.evaluate.protocol)
-        self.last_val_metrics = {"miou": metrics.miou, "overall_accuracy": metrics.overall_accuracy}
         self.log("val_miou", metrics.miou / 100.0, prog_bar=True, sync_dist=False, rank_zero_only=False)
         self.log("val_oa", metrics.overall_accuracy / 100.0, sync_dist=False)
 
