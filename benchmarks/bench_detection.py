@@ -1,11 +1,12 @@
 """Zone detection throughput (km²/h) and peak memory on synthetic orthophotos, margin and blend stitching.
 
 python benchmarks/bench_detection.py [--sizes 2048 4096] [--modes margin blend] [--device cpu]
-                                     [--batch-size 4] [--no-write]
+                                     [--set detect.tile_size=512 ...] [--no-write]
 
 Each (size, mode) runs in its own process with a U-Net ResNet34, 5 bands, random weights (throughput does
-not depend on the weights), 512 px tiles, margin 128, default blocks. Peak RSS is the resident-memory
-high-water mark of that process while detecting (imports and model included).
+not depend on the weights), the ``flair detect`` defaults unless ``--set`` overrides them (e.g.
+``--set detect.tile_size=512 detect.fit_tiles=false detect.batch_size=4`` for flair-detect's tiling). Peak
+RSS is the resident-memory high-water mark of that process while detecting (imports and model included).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def child(args: dict) -> dict:
 
     config = load_config(
         "FLAIR-INC_rgbie_15cl_resnet34-unet",
-        ["model.encoder_weights=null", f"detect.stitching={args['mode']}", f"detect.batch_size={args['batch']}"],
+        ["model.encoder_weights=null", f"detect.stitching={args['mode']}", *args["overrides"]],
     )
     torch.manual_seed(0)
     model = build_aerial_model(config, pretrained_encoder=False)
@@ -87,6 +88,8 @@ def child(args: dict) -> dict:
     peak = _vm_hwm_kb() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     report = summary.maps[0]
     return {
+        "backend": summary.backend,
+        "tile": report.tile_size,
         "seconds": seconds,
         "km2": report.area_km2,
         "tiles": sum(report.tiles_per_rank),
@@ -100,7 +103,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096], help="raster sides in pixels")
     parser.add_argument("--modes", nargs="+", default=["margin", "blend"], choices=["margin", "blend"])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides (detect.*)")
     parser.add_argument("--no-write", action="store_true", help="print only, do not append to BENCHMARKS.md")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     options = parser.parse_args()
@@ -120,7 +123,7 @@ def main() -> None:
                     "output": str(Path(folder) / f"map_{size}_{mode}.tif"),
                     "mode": mode,
                     "device": options.device,
-                    "batch": options.batch_size,
+                    "overrides": options.set,
                 }
                 done = subprocess.run(
                     [sys.executable, __file__, "--child", json.dumps(args)], capture_output=True, text=True, check=False
@@ -134,7 +137,9 @@ def main() -> None:
                         f"{size}x{size}",
                         f"{result['km2']:.3f}",
                         mode,
+                        result["backend"],
                         result["blocks"],
+                        result["tile"],
                         result["tiles"],
                         f"{result['seconds']:.1f}",
                         f"{result['tiles'] / result['seconds']:.2f}",
@@ -144,11 +149,13 @@ def main() -> None:
                     ]
                 )
                 print(" | ".join(str(v) for v in rows[-1]), flush=True)
-    header = ["raster", "km²", "stitching", "blocks", "tiles", "time (s)", "tiles/s", "km²/h", "peak RSS (MB)"]
+    header = ["raster", "km²", "stitching", "network", "blocks", "tile (px)", "tiles", "time (s)", "tiles/s", "km²/h"]
+    header.append("peak RSS (MB)")
     header.append("France (days, 1 device)")
+    settings = ", ".join(options.set) or "none (defaults)"
     notes = (
-        "U-Net ResNet34, 5 bands, 19 logits, random weights; tiles 512 px, margin 128, batch "
-        f"{options.batch_size}, device {options.device}. Time covers reading, inference, stitching and writing "
+        f"U-Net ResNet34, 5 bands, 19 logits, random weights; config overrides: {settings}; device "
+        f"{options.device}. Time covers reading, inference, stitching and writing "
         "the LZW GeoTIFF. France = 550,000 km² at 0.2 m, extrapolated linearly from this run. "
         f"Load average (1 min) {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end: "
         "other work on the machine slows these figures down."

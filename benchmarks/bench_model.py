@@ -4,12 +4,12 @@ python benchmarks/bench_model.py [--size 512] [--batch 10] [--infer-batch 4] [--
                                  [--backends nchw channels_last frozen onnx] [--no-train] [--no-write]
 
 Backends: ``nchw`` and ``channels_last`` are the eager model in each memory format (training step =
-forward, weighted cross entropy, backward, SGD step); ``frozen`` is the channels_last model traced and frozen
-with TorchScript (BatchNorm folded into the convolutions; inference only); ``onnx`` is the model exported by
-``flairkit.models.export.export_onnx`` and run by ONNX Runtime's CPU provider through ``OnnxSegmenter``
-(inference only, as many threads as torch). Inference runs batches of ``--infer-batch`` tiles, like zone
-detection. The share of the peak is the convolution FLOPs of a forward pass (torch's FLOP counter) per
-second, over the fp32 FLOP/s of a large matmul measured in the same run.
+forward, weighted cross entropy, backward, SGD step); ``folded`` is the channels_last model with its
+BatchNorm folded into the convolutions (``flair detect`` with ``detect.backend=torch``; inference only);
+``onnx`` is the model exported for any tile size and run by ONNX Runtime's CPU provider, as many threads as
+torch (``flair detect`` on CPU by default; inference only). Inference runs batches of ``--infer-batch``
+tiles. The share of the peak is the convolution FLOPs of a forward pass (torch's FLOP counter) per second,
+over the best fp32 FLOP/s of square matmuls of 1024, 2048 and 4096 measured in the same run.
 """
 
 from __future__ import annotations
@@ -17,27 +17,29 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
 from common import best_of, markdown_table, record
 from flairkit.config import load_config
+from flairkit.models.export import onnx_runtime_model
 from flairkit.models.factory import build_aerial_model
+from flairkit.models.inference import fold_batchnorm
 from flairkit.nomenclature import get_nomenclature
 from flairkit.training.losses import aerial_class_weights, weighted_cross_entropy
 
-BACKENDS = ("nchw", "channels_last", "frozen", "onnx")
+BACKENDS = ("nchw", "channels_last", "folded", "onnx")
 TRAINABLE = ("nchw", "channels_last")
 
 
-def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
-    """Measured fp32 matmul FLOP/s of this machine (the reference for the inference efficiency)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    seconds = best_of(lambda: a @ b, repeats=repeats)
-    return 2 * n**3 / seconds
+def matmul_peak_flops(sizes: tuple[int, ...] = (1024, 2048, 4096), repeats: int = 5) -> float:
+    """Best measured fp32 matmul FLOP/s of this machine over a few sizes (the reference for inference efficiency)."""
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        best = max(best, 2 * n**3 / best_of(lambda a=a, b=b: a @ b, repeats=repeats))
+    return best
 
 
 def model_flops(model: torch.nn.Module, shape: tuple[int, ...]) -> float:
@@ -67,28 +69,22 @@ def train_seconds(
     return best_of(step, repeats=repeats)
 
 
-def inference_runner(
-    backend: str, model: torch.nn.Module, shape: tuple[int, ...], folder: Path
-) -> Callable[[], object]:
+def inference_runner(backend: str, model: torch.nn.Module, shape: tuple[int, ...]) -> Callable[[], object]:
     """A call that predicts one batch of ``shape`` with ``backend``."""
     images = torch.rand(shape)
     model = copy.deepcopy(model).eval()
     if backend == "nchw":
         return lambda: model(images)
     if backend == "onnx":
-        from flairkit.models.export import OnnxSegmenter, export_onnx
-
-        path = folder / "model.onnx"
-        export_onnx(model, path, shape[1], shape[2])
-        segmenter = OnnxSegmenter(path, threads=torch.get_num_threads())
+        segmenter = onnx_runtime_model(model, shape[1], threads=torch.get_num_threads())
+        if segmenter is None:
+            raise SystemExit("the onnx backend needs onnx and onnxruntime: pip install 'flairkit[onnx]'")
         return lambda: segmenter(images)
+    if backend == "folded":
+        model = fold_batchnorm(model, torch.rand(1, *shape[1:]))
     model = model.to(memory_format=torch.channels_last)
     images = images.contiguous(memory_format=torch.channels_last)
-    if backend == "channels_last":
-        return lambda: model(images)
-    with torch.no_grad():
-        frozen = torch.jit.freeze(torch.jit.trace(model, images))
-    return lambda: frozen(images)
+    return lambda: model(images)
 
 
 def main() -> None:
@@ -112,32 +108,32 @@ def main() -> None:
     flops = model_flops(model.eval(), infer_shape)
     peak = matmul_peak_flops()
     rows = []
-    with tempfile.TemporaryDirectory(prefix="flairkit-bench-model-") as folder:
-        for backend in args.backends:
-            train = "-"
-            if backend in TRAINABLE and not args.no_train:
-                seconds = train_seconds(model, train_shape, criterion, backend == "channels_last", args.repeats)
-                train = f"{args.batch / seconds:.2f}"
-            run = inference_runner(backend, model, infer_shape, Path(folder))
-            with torch.inference_mode():
-                infer_s = best_of(run, repeats=args.repeats)
-            rows.append(
-                [
-                    backend,
-                    train,
-                    f"{args.infer_batch / infer_s:.2f}",
-                    f"{flops / infer_s / 1e9:.1f}",
-                    f"{100 * flops / infer_s / peak:.0f}%",
-                ]
-            )
-            print(" | ".join(rows[-1]), flush=True)
+    for backend in args.backends:
+        train = "-"
+        if backend in TRAINABLE and not args.no_train:
+            seconds = train_seconds(model, train_shape, criterion, backend == "channels_last", args.repeats)
+            train = f"{args.batch / seconds:.2f}"
+        run = inference_runner(backend, model, infer_shape)
+        with torch.inference_mode():
+            infer_s = best_of(run, repeats=args.repeats)
+        rows.append(
+            [
+                backend,
+                train,
+                f"{args.infer_batch / infer_s:.2f}",
+                f"{flops / infer_s / 1e9:.1f}",
+                f"{100 * flops / infer_s / peak:.0f}%",
+            ]
+        )
+        print(" | ".join(rows[-1]), flush=True)
     table = markdown_table(
         ["backend", "train patches/s", "inference patches/s", "inference GFLOP/s", "share of matmul peak"], rows
     )
     notes = (
         f"U-Net {args.encoder}, 5 bands, 19 logits, {args.size} px, training batch {args.batch}, inference batch "
         f"{args.infer_batch}, fp32, CPU, best of {args.repeats}. Measured fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s "
-        f"(2048x2048 matmul); forward pass: {flops / args.infer_batch / 1e9:.1f} GFLOP per patch."
+        f"(best of 1024, 2048, 4096 square matmuls); forward pass: {flops / args.infer_batch / 1e9:.1f} GFLOP "
+        "per patch."
     )
     notes += f" 1-min load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after."
     record("Training step and inference", table, notes, write=not args.no_write)

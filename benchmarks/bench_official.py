@@ -35,7 +35,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
@@ -45,6 +44,8 @@ PRESET = "FLAIR-INC_rgbie_15cl_resnet34-unet"
 SEED = 0
 CALIBRATION_BATCH = 4
 """Patches per forward pass when calibrating BatchNorm statistics (all patches are used)."""
+TRAIN_BATCH, TRAIN_CROP, TRAIN_LR = 4, 256, 1e-3
+"""Crops per step, crop side (px) and AdamW learning rate when the network is trained (--train-steps)."""
 DISABLED_LOGIT = -1000.0
 IMAGENET_RESNET34 = "resnet34-333f7ec4.pth"
 """File name under which smp 0.3.3 looks for the ImageNet ResNet34 in the torch hub cache."""
@@ -53,24 +54,21 @@ LOOPBACK_PROXY = "http://127.0.0.1:9"
 
 @dataclass(frozen=True)
 class Variant:
-    """A flairkit detection setting: config overrides and how the network runs."""
+    """A flairkit detection setting: config overrides on top of the defaults."""
 
     overrides: tuple[str, ...]
-    backend: Literal["nchw", "channels_last", "onnx"]
-    """The torch model as ``load_model`` returns it, converted to channels_last, or exported to ONNX Runtime."""
     description: str
 
 
-COMPAT = ("detect.stitching=margin", "detect.tile_size=512", "detect.margin=128", "detect.batch_size=4")
-TILE1024 = ("detect.stitching=margin", "detect.tile_size=1024", "detect.margin=128", "detect.batch_size=1")
+COMPAT = ("detect.tile_size=512", "detect.margin=128", "detect.batch_size=4", "detect.fit_tiles=false")
+TORCH = ("detect.backend=torch",)
 VARIANTS = {
-    "compat": Variant(COMPAT, "nchw", "margin stitching, tiles 512, margin 128, batch 4 (flair-detect's settings)"),
-    "default": Variant((), "nchw", "`flair detect` defaults"),
-    "compat-cl": Variant(COMPAT, "channels_last", "compat, channels_last model"),
-    "compat-onnx": Variant(COMPAT, "onnx", "compat, ONNX Runtime"),
-    "tile1024": Variant(TILE1024, "nchw", "margin stitching, tiles 1024, margin 128, batch 1"),
-    "tile1024-cl": Variant(TILE1024, "channels_last", "tiles 1024, margin 128, batch 1, channels_last model"),
-    "tile1024-onnx": Variant(TILE1024, "onnx", "tiles 1024, margin 128, batch 1, ONNX Runtime"),
+    "compat": Variant(COMPAT, "flair-detect's tiling (tiles 512, margin 128, batch 4), default network backend"),
+    "compat-torch": Variant((*COMPAT, *TORCH), "compat, torch network (BatchNorm folded, channels_last)"),
+    "compat-torch-nchw": Variant((*COMPAT, *TORCH, "detect.channels_last=false"), "compat, torch network, NCHW"),
+    "default": Variant((), "`flair detect` defaults (tiles fitted up to 1536, margin 128)"),
+    "default-torch": Variant(TORCH, "defaults, torch network"),
+    "blend": Variant(("detect.stitching=blend",), "defaults, blend stitching"),
 }
 
 
@@ -99,39 +97,57 @@ def bench_config(overrides: tuple[str, ...] = ()):
     return load_config(PRESET, ["model.encoder_weights=null", *overrides])
 
 
-def make_weights(csv: Path, path: Path) -> None:
-    """Save the benchmark network's smp state dict: seeded random weights, calibrated BatchNorm, disabled classes off.
+def make_weights(csv: Path, path: Path, train_steps: int = 0) -> None:
+    """Save the benchmark network's smp state dict (the layout flair-detect loads), disabled classes switched off.
 
-    With its initial BatchNorm statistics (mean 0, variance 1) a random network does not normalise its
-    activations; calibrated on real patches, they are scaled as in a trained network. The disabled classes get
-    a constant, very low logit, as the released models never predict them.
+    With ``train_steps`` the network (seeded random start) is trained for that many steps on random crops of
+    the world's patches; otherwise it keeps its random weights and only its BatchNorm statistics are
+    calibrated on the patches (initial statistics, mean 0 and variance 1, leave activations unnormalised).
+    Either way the disabled classes get a constant, very low logit, as the released models never predict them.
     """
     import torch
 
     from flairkit.data.datamodule import build_dataset
     from flairkit.data.datasets import collate_patches
     from flairkit.data.discovery import read_csv_list
-    from flairkit.data.transforms import Normalizer
+    from flairkit.data.transforms import Normalizer, augment_batch
     from flairkit.models.factory import build_aerial_model
     from flairkit.nomenclature import get_nomenclature
+    from flairkit.training.losses import aerial_class_weights, weighted_cross_entropy
 
     config = bench_config()
+    nomenclature = get_nomenclature(config.data.nomenclature)
     torch.manual_seed(SEED)
-    model = build_aerial_model(config, pretrained_encoder=False)
-    dataset = build_dataset(config, read_csv_list(csv), with_labels=False)
+    model = build_aerial_model(config, pretrained_encoder=False).train()
+    dataset = build_dataset(config, read_csv_list(csv))
+    patches = collate_patches([dataset[i] for i in range(len(dataset))])
+    images, targets = patches["image"], patches["target"].long()
     normalizer = Normalizer.from_config(config.data.normalization)
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average over the calibration batches
-    model.train()
+    if train_steps:
+        criterion = weighted_cross_entropy(aerial_class_weights(nomenclature))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=TRAIN_LR)
+        generator = torch.Generator().manual_seed(SEED)
+        crop = min(TRAIN_CROP, images.shape[-1])
+        for _ in range(train_steps):
+            index = torch.randint(len(images), (TRAIN_BATCH,), generator=generator)
+            row, col = torch.randint(images.shape[-1] - crop + 1, (2,), generator=generator).tolist()
+            window = (index, slice(None), slice(row, row + crop), slice(col, col + crop))
+            x, y = augment_batch(normalizer(images[window]), targets[window[:1] + window[2:]], 0.5, generator)
+            optimizer.zero_grad(set_to_none=True)
+            criterion(model(x), y).backward()
+            optimizer.step()
+    else:
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.reset_running_stats()
+                module.momentum = None  # cumulative average over the calibration batches
+        with torch.no_grad():
+            for indices in torch.arange(len(images)).tensor_split(-(-len(images) // CALIBRATION_BATCH)):
+                model(normalizer(images[indices]))
     with torch.no_grad():
-        for indices in np.array_split(np.arange(len(dataset)), -(-len(dataset) // CALIBRATION_BATCH)):
-            model(normalizer(collate_patches([dataset[int(i)] for i in indices])["image"]))
         head = model.seg_model.segmentation_head[0]
-        disabled = get_nomenclature(config.data.nomenclature).disabled
-        head.weight[disabled] = 0.0
-        head.bias[disabled] = DISABLED_LOGIT
+        head.weight[nomenclature.disabled] = 0.0
+        head.bias[nomenclature.disabled] = DISABLED_LOGIT
     torch.save(model.seg_model.state_dict(), path)
 
 
@@ -140,24 +156,12 @@ def make_weights(csv: Path, path: Path) -> None:
 
 def child_detect(args: dict) -> dict:
     """flairkit zone detection of one variant: seconds from loading the weights to the closed map."""
-    import torch
-
     from flairkit.detection.run import detect
     from flairkit.models.checkpoints import load_model
-    from flairkit.models.export import OnnxSegmenter, export_onnx
 
-    variant = VARIANTS[args["variant"]]
-    config = bench_config(variant.overrides)
-    graph = Path(args["output"]).with_suffix(".onnx")
-    if variant.backend == "onnx":  # exported once beforehand, as `flair export --onnx` does
-        export_onnx(load_model(config, args["weights"]), graph, len(config.data.channels), config.detect.tile_size)
+    config = bench_config(VARIANTS[args["variant"]].overrides)
     start = time.perf_counter()
-    if variant.backend == "onnx":
-        model = OnnxSegmenter(graph, threads=torch.get_num_threads())
-    else:
-        model = load_model(config, args["weights"])
-    if variant.backend == "channels_last":
-        model = model.to(memory_format=torch.channels_last)
+    model = load_model(config, args["weights"])
     summary = detect(config, model, [Path(args["input"])], Path(args["output"]), progress=False)
     seconds = time.perf_counter() - start
     report = summary.maps[0]
@@ -165,6 +169,8 @@ def child_detect(args: dict) -> dict:
         "seconds": seconds,
         "km2": report.area_km2,
         "tiles": sum(report.tiles_per_rank),
+        "tile": report.tile_size,
+        "backend": summary.backend,
         "codes": config.detect.output_codes == "flair",
     }
 
@@ -407,7 +413,8 @@ def compare_detection(
         args = {"variant": name, "weights": str(weights), "input": str(ortho), "output": str(out)}
         figures = run_child("detect", args)
         speed = km2 / figures["seconds"] * 3600
-        row = [f"flairkit {name}", VARIANTS[name].description, f"{figures['seconds']:.1f}", f"{speed:.3f}"]
+        settings = f"{VARIANTS[name].description}: {figures['backend']}, {figures['tile']} px tiles"
+        row = [f"flairkit {name}", settings, f"{figures['seconds']:.1f}", f"{speed:.3f}"]
         if reference_speed:
             row.append(f"{speed / reference_speed:.2f}x")
             row += [f"{agreement(out, other, figures['codes']):.4f}" for _, other in references]
@@ -417,6 +424,16 @@ def compare_detection(
     if reference_speed:
         header += ["vs official"] + [f"pixels agreeing with {column} map (%)" for column, _ in references]
     return markdown_table(header, rows)
+
+
+def weights_description(options: argparse.Namespace) -> str:
+    """How the shared network was made."""
+    if options.train_steps:
+        return (
+            f"seed {SEED}, trained {options.train_steps} steps of {TRAIN_BATCH} crops of {TRAIN_CROP} px on the "
+            f"world's patches, AdamW lr {TRAIN_LR:g}"
+        )
+    return f"random, seed {SEED}, BatchNorm statistics calibrated on the world's patches"
 
 
 def official_description(options: argparse.Namespace, official: Official | None) -> str:
@@ -446,8 +463,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=10, help="training batch size")
     parser.add_argument("--ortho-size", type=int, default=2048, help="orthophoto side in pixels (detection)")
     parser.add_argument("--repeats", type=int, default=2, help="timed repeats (best is kept)")
-    parser.add_argument("--variants", nargs="+", default=["compat", "default", "tile1024-cl"], choices=VARIANTS)
+    parser.add_argument("--variants", nargs="+", default=["compat", "default"], choices=VARIANTS)
     parser.add_argument("--no-train", action="store_true", help="skip the training comparison")
+    parser.add_argument(
+        "--train-steps", type=int, default=0, help="train the shared network this many steps first (else random)"
+    )
     parser.add_argument("--workdir", type=Path, help="keep the world, weights and maps in this new folder")
     parser.add_argument("--no-write", action="store_true", help="print only, do not append to BENCHMARKS.md")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -472,7 +492,7 @@ def main() -> None:
         world = synthesize_world(folder / "world", world_options(options.size, options.ortho_size, 2 * options.batch))
         csv, ortho = world.csv["train"], world.orthos[0][0]
         weights = folder / "unet_resnet34_smp_state_dict.pth"
-        make_weights(csv, weights)
+        make_weights(csv, weights, options.train_steps)
         official = None
         if options.official is not None:
             official = prepare_official(options.official, options.official_python, folder)
@@ -481,8 +501,8 @@ def main() -> None:
         tables.append("Zone detection\n\n" + compare_detection(options, folder, ortho, weights, official))
         description = official_description(options, official)
     notes = (
-        f"U-Net ResNet34, 5 bands, 19 logits, the same weights for both codes (random, seed {SEED}, BatchNorm "
-        f"calibrated on the patches, disabled-class logits set to {DISABLED_LOGIT:g}). Training: {options.size} px "
+        f"U-Net ResNet34, 5 bands, 19 logits, the same weights for both codes ({weights_description(options)}, "
+        f"disabled-class logits set to {DISABLED_LOGIT:g}). Training: {options.size} px "
         f"patches, batch {options.batch}, SGD lr 0.02, best of {options.repeats}. Detection: synthetic orthophoto of "
         f"{options.ortho_size}x{options.ortho_size} px at 0.2 m, CPU, one run each. {description}"
     )

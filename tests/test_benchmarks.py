@@ -74,13 +74,25 @@ def test_bench_data_reports_every_loader_setting():
 def test_bench_model_reports_train_and_inference():
     out = run_script(
         "bench_model.py", "--size", "32", "--batch", "2", "--infer-batch", "1", "--repeats", "1",
-        "--backends", "nchw", "onnx",
+        "--backends", "nchw", "folded", "onnx",
     )  # fmt: skip
-    nchw, onnx = table_rows(out, "nchw")[0], table_rows(out, "onnx")[0]
-    assert positive(nchw[1]) and positive(nchw[2]) and positive(onnx[2])
-    assert onnx[1] == "-"
-    assert all(re.fullmatch(r"\d+%", row[4]) for row in (nchw, onnx))
-    assert "GFLOP/s (2048x2048 matmul)" in out
+    nchw, folded, onnx = (table_rows(out, name)[0] for name in ("nchw", "folded", "onnx"))
+    assert positive(nchw[1]) and all(positive(row[2]) for row in (nchw, folded, onnx))
+    assert folded[1] == onnx[1] == "-"
+    assert all(re.fullmatch(r"\d+%", row[4]) for row in (nchw, folded, onnx))
+    assert "GFLOP/s (best of 1024, 2048, 4096 square matmuls)" in out
+
+
+def test_bench_detection_reports_speed_memory_and_fitted_tiles():
+    out = run_script(
+        "bench_detection.py", "--sizes", "200", "--modes", "margin", "blend",
+        "--set", "detect.tile_size=512", "detect.margin=16",
+    )  # fmt: skip
+    rows = table_rows(out, "200x200")
+    assert [r[2] for r in rows] == ["margin", "blend"]
+    assert all(r[3] in ("torch", "ONNX Runtime") for r in rows)
+    assert all(r[5] == "256" for r in rows)  # one tile covers 200 px: 200 + 2 * 16 rounded up to 256, not 512
+    assert all(positive(cell.replace(",", "")) for r in rows for cell in r[6:])  # France in days: 1,234
 
 
 def test_bench_official_runs_flairkit_side_without_checkout():

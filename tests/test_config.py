@@ -58,7 +58,7 @@ def test_yaml_file_can_start_from_a_preset(tmp_path):
         (["train.lrate=0.1"], "train.lrate: unknown key"),
         (["train.lr=fast"], "train.lr: Input should be a valid number"),
         (["data.channels=[1,2,3,4,5]", "data.normalization.means=[1,2,3]"], "data.normalization.means has 3 values"),
-        (["detect.margin=256"], "2*margin must be < tile_size"),
+        (["detect.tile_size=512", "detect.margin=256"], "2*margin must be < tile_size"),
         (["data.channels=[0,1]"], "bands are 1-based"),
         (["data.nomenclature=14cl"], "unknown nomenclature"),
         (["data.sentinel.sat_patch_size=30"], "multiple of 8"),

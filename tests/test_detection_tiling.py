@@ -13,6 +13,7 @@ from flairkit.detection.tiling import (
     TilePlan,
     blend_tiles_1d,
     block_spans_1d,
+    fitted_tile_size,
     hann_window,
     resolve_block_size,
 )
@@ -168,6 +169,27 @@ def test_block_size_is_rounded_to_the_step():
     assert resolve_block_size(512, 128) == 2048
     assert resolve_block_size(512, 128, 1000) == 1024
     assert resolve_block_size(64, 16, 1) == 32
+    assert resolve_block_size(2048, 128) == 1792  # nearest multiple, not 3584
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "tile", "margin", "fitted"),
+    [
+        (5000, 5000, 2048, 128, 1952),  # 3 tiles per side either way: ceil(5000 / 3) + 256 -> 1952
+        (4096, 2000, 2048, 128, 1632),  # the longer side decides: 3 tiles of 1366 + 256 -> 1632
+        (2048, 2048, 2048, 128, 1280),  # 2 tiles per side: 1024 + 256
+        (300, 200, 2048, 128, 576),  # one tile: 300 + 256 -> 576
+        (1024, 1024, 512, 128, 512),  # flair-detect's grid on an aligned raster is already tight
+        (1000, 1000, 512, 128, 512),
+        (520, 520, 512, 128, 448),  # 3 tiles of 174 + 256 -> 448: fewer pixels, same count
+    ],
+)
+def test_fitted_tile_size_is_the_smallest_multiple_of_32_needing_no_more_tiles(width, height, tile, margin, fitted):
+    assert fitted_tile_size(width, height, tile, margin) == fitted
+    assert (
+        TilePlan(width, height, fitted, margin, "margin", 4096).n_tiles
+        <= TilePlan(width, height, tile, margin, "margin", 4096).n_tiles
+    )
 
 
 def test_reflection_mirrors_without_repeating_the_edge():

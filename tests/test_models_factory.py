@@ -6,7 +6,7 @@ import torch
 from flairkit.config import load_config
 from flairkit.errors import ConfigError
 from flairkit.models.factory import build_aerial_model, count_parameters
-from flairkit.models.inference import masked_argmax
+from flairkit.models.inference import fold_batchnorm, masked_argmax
 
 
 def _config(*overrides):
@@ -49,3 +49,45 @@ def test_masked_argmax_never_returns_a_disabled_target():
     classes = masked_argmax(logits, [2])
     assert classes.dtype == torch.uint8
     assert 2 not in classes.unique().tolist()
+
+
+def _calibrated(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with BatchNorm statistics away from their initial values, in eval mode."""
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(2, 3, 64, 64) * 3 + 1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("arch", ["unet", "deeplabv3", "fpn"])
+def test_fold_batchnorm_removes_every_batchnorm_and_keeps_the_logits(arch):
+    torch.manual_seed(0)
+    model = _calibrated(
+        build_aerial_model(_config(f"model.arch={arch}", "model.encoder=resnet18", "data.channels=[1,2,3]"))
+    )
+    folded = fold_batchnorm(model, torch.rand(1, 3, 64, 64))
+    assert folded is not model
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is left as it was
+    image = torch.rand(2, 3, 96, 96)
+    with torch.no_grad():
+        expected, got = model(image), folded(image)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+
+
+class SharedConvOutput(torch.nn.Module):
+    """A convolution whose output feeds both a BatchNorm and a skip connection: it cannot be folded."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+        self.norm = torch.nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.norm(y) + y
+
+
+def test_fold_batchnorm_leaves_a_model_whose_conv_output_is_reused():
+    model = _calibrated(SharedConvOutput())
+    assert fold_batchnorm(model, torch.rand(1, 3, 16, 16)) is model

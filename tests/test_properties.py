@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from pydantic import BaseModel
@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from flairkit.config import load_config, parse_override
 from flairkit.config.loading import deep_merge
 from flairkit.config.schema import FlairConfig
-from flairkit.detection.tiling import TilePlan, blend_tiles_1d, margin_tiles_1d
+from flairkit.detection.tiling import TilePlan, blend_tiles_1d, fitted_tile_size, margin_tiles_1d
 from flairkit.errors import ConfigError
 from flairkit.evaluation.confusion import ConfusionAccumulator
 from flairkit.evaluation.protocols import PROTOCOLS, compute_metrics
@@ -213,6 +213,20 @@ def test_blend_mode_tiles_cover_the_raster_inside_the_padded_raster(geometry):
         assert tile.keep.start == max(tile.origin, 0) and tile.keep.stop == min(tile.origin + tile_size, length)
         if length + 2 * margin > tile_size:
             assert -margin <= tile.origin and tile.origin + tile_size <= length + margin
+
+
+@FAST
+@given(st.integers(1, 6000), st.integers(1, 6000), st.integers(2, 80), st.integers(0, 200))
+def test_fitted_tiles_are_smaller_multiples_of_32_and_never_need_more_tiles(width, height, tile_units, margin):
+    tile_size = 32 * tile_units
+    assume(2 * margin < tile_size)
+    fitted = fitted_tile_size(width, height, tile_size, margin)
+    assert 2 * margin < fitted <= tile_size
+    assert fitted % 32 == 0
+    for mode in ("margin", "blend"):
+        plan = TilePlan(width, height, tile_size, margin, mode, block_size=tile_size - 2 * margin)
+        fitted_plan = TilePlan(width, height, fitted, margin, mode, block_size=fitted - 2 * margin)
+        assert fitted_plan.n_tiles <= plan.n_tiles
 
 
 def _paint(tiles, rows: slice, cols: slice) -> np.ndarray:

@@ -254,9 +254,16 @@ def test_footprint_and_crop() -> None:
     assert satellite_footprint((64, 64), (16, 16)) == (1, 1)
     assert satellite_footprint((1024, 512), (16, 40)) == (16, 10)
     x = torch.arange(2 * 40 * 40, dtype=torch.float32).view(2, 1, 40, 40)
-    for size in [(10, 10), (1, 1), (3, 4), (15, 7)]:
+    for size in [(10, 10), (2, 2), (4, 6), (16, 8)]:  # even leftovers: as torchvision, as IGN's code
         assert torch.equal(centre_crop(x, size), CenterCrop(size)(x))
-    assert torch.equal(centre_crop(x[..., :16, :16], (1, 1)), CenterCrop((1, 1))(x[..., :16, :16]))
+
+
+@pytest.mark.parametrize(("sat", "size", "top"), [(16, 3, 7), (16, 1, 8), (40, 9, 16), (40, 10, 15), (8, 8, 0)])
+def test_crop_window_contains_the_centroid_pixel_and_leans_toward_it(sat, size, top) -> None:
+    x = torch.arange(sat, dtype=torch.float32).view(1, sat, 1).expand(1, sat, sat)
+    rows = centre_crop(x, (size, size))[0, :, 0].tolist()
+    assert rows == list(range(top, top + size))
+    assert sat // 2 in rows
 
 
 def test_config_errors() -> None:

@@ -280,14 +280,20 @@ class EvaluateConfig(Section):
 class DetectConfig(Section):
     """Zone detection on large orthophotos (``flair detect``)."""
 
-    tile_size: int = Field(512, gt=0)
-    """Side in pixels of the tiles given to the model."""
+    tile_size: int = Field(1536, gt=0)
+    """Largest side in pixels of the tiles given to the model (flair-detect uses 512)."""
+    fit_tiles: bool = True
+    """Shrink each raster's tiles to the smallest multiple of 32 needing no more of them; false: tile_size as is."""
     margin: int = Field(128, ge=0)
     """Pixels cropped on each tile side (margin mode) or overlap half-width (blend mode)."""
     stitching: Literal["margin", "blend"] = "margin"
     """margin: official flair-detect hard centre crop; blend: overlapping tiles averaged with a smooth window."""
-    batch_size: int = Field(4, gt=0)
-    """Tiles per inference batch."""
+    batch_size: int = Field(1, gt=0)
+    """Tiles per inference batch (flair-detect uses 4 tiles of 512)."""
+    backend: Literal["auto", "torch", "onnx"] = "auto"
+    """auto: ONNX Runtime on CPU when installed (faster), else torch; onnx: ONNX Runtime or an error; torch."""
+    channels_last: bool = True
+    """Run a torch network in channels_last memory format (faster convolutions on CPU and in mixed precision on GPU)."""
     output_codes: Literal["flair", "index"] = "flair"
     """flair: write FLAIR class codes 1..19; index: 0-based targets."""
     probabilities: list[str] = Field(default_factory=list)

@@ -15,7 +15,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from flairkit.detection.reading import InputRaster, expand_inputs, inspect_input
 from flairkit.detection.resume import WorkDir
 from flairkit.detection.stitching import NODATA_TARGET, OutputBands
 from flairkit.detection.summary import DetectionSummary, MapSummary, make_progress, print_summary
-from flairkit.detection.tiling import Block, StitchingMode, TilePlan, resolve_block_size
+from flairkit.detection.tiling import Block, StitchingMode, TilePlan, fitted_tile_size, resolve_block_size
 from flairkit.detection.vectorize import write_polygons
 from flairkit.detection.writing import (
     GDAL_CACHE_BYTES,
@@ -48,6 +48,8 @@ from flairkit.detection.writing import (
     write_scores,
 )
 from flairkit.errors import ConfigError, DataError, OutputExistsError
+from flairkit.models.export import OnnxSegmenter, onnx_runtime_model
+from flairkit.models.inference import fold_batchnorm
 from flairkit.nomenclature import Nomenclature, get_nomenclature
 
 logger = logging.getLogger(__name__)
@@ -65,10 +67,13 @@ class _Settings:
     nomenclature: Nomenclature
     normalization: dict[str, Any]
     tile_size: int
+    fit_tiles: bool
     margin: int
     mode: StitchingMode
-    block_size: int
+    block_size: int | None
     batch_size: int
+    backend: str
+    channels_last: bool
     codes: bool
     bands: OutputBands
     nodata: float | None
@@ -83,7 +88,11 @@ class _Settings:
         return names + (["confidence"] if self.bands.confidence else [])
 
     def plan(self, raster: InputRaster) -> TilePlan:
-        return TilePlan(raster.width, raster.height, self.tile_size, self.margin, self.mode, self.block_size)
+        tile = self.tile_size
+        if self.fit_tiles:
+            tile = fitted_tile_size(raster.width, raster.height, tile, self.margin)
+        block = resolve_block_size(tile, self.margin, self.block_size)
+        return TilePlan(raster.width, raster.height, tile, self.margin, self.mode, block)
 
     def manifest(self) -> dict[str, Any]:
         return {
@@ -91,10 +100,13 @@ class _Settings:
             "normalization": self.normalization,
             "nomenclature": self.nomenclature.name,
             "tile_size": self.tile_size,
+            "fit_tiles": self.fit_tiles,
             "margin": self.margin,
             "stitching": self.mode,
             "block_size": self.block_size,
             "batch_size": self.batch_size,
+            "backend": self.backend,
+            "channels_last": self.channels_last,
             "bands": [list(self.bands.probabilities), self.bands.confidence],
             "nodata": self.nodata,
         }
@@ -110,6 +122,8 @@ def _resolve_settings(config: FlairConfig, block_size: int | None) -> _Settings:
     detect = config.detect
     if block_size is None:
         block_size = detect.block_size
+    if block_size is not None and block_size <= 0:
+        raise ConfigError(f"the block size must be a positive number of pixels, got {block_size}")
     nomenclature = get_nomenclature(config.data.nomenclature)
     enabled_names = [nomenclature.names[t] for t in nomenclature.enabled]
     probabilities = []
@@ -125,10 +139,13 @@ def _resolve_settings(config: FlairConfig, block_size: int | None) -> _Settings:
         nomenclature=nomenclature,
         normalization=config.data.normalization.model_dump(mode="json"),
         tile_size=detect.tile_size,
+        fit_tiles=detect.fit_tiles,
         margin=detect.margin,
         mode=detect.stitching,
-        block_size=resolve_block_size(detect.tile_size, detect.margin, block_size),
+        block_size=block_size,
         batch_size=detect.batch_size,
+        backend=detect.backend,
+        channels_last=detect.channels_last,
         codes=detect.output_codes == "flair",
         bands=OutputBands.for_nomenclature(nomenclature, probabilities, detect.confidence),
         nodata=detect.nodata,
@@ -224,6 +241,9 @@ def _fingerprint(model: torch.nn.Module) -> str:
 def _check_model(model: torch.nn.Module, normalizer: Normalizer, settings: _Settings, device: torch.device) -> None:
     """Run one blank tile through the model: wrong bands, tile size or class count fail before any work."""
     size, bands = settings.tile_size, len(settings.channels)
+    if settings.fit_tiles and size > 512:
+        # Same remainder modulo 256 (so the same divisibility by the encoder stride), far less to compute.
+        size = 256 + size % 256
     blank = torch.zeros((1, bands, size, size), dtype=torch.uint8, device=device)
     try:
         with torch.inference_mode():
@@ -241,6 +261,26 @@ def _check_model(model: torch.nn.Module, normalizer: Normalizer, settings: _Sett
             f"({settings.nomenclature.n_targets} targets of nomenclature {settings.nomenclature.name}); "
             f"set data.nomenclature to the model's"
         )
+
+
+def _inference_network(model: torch.nn.Module, settings: _Settings, device: torch.device) -> torch.nn.Module:
+    """The network as detection runs it: in ONNX Runtime on CPU (``detect.backend``), else torch with its
+    BatchNorm folded into the convolutions and, with ``detect.channels_last``, in channels_last format."""
+    if isinstance(model, OnnxSegmenter):
+        return model
+    if settings.backend != "torch" and device.type == "cpu":
+        graph = onnx_runtime_model(model, len(settings.channels), threads=torch.get_num_threads())
+        if graph is not None:
+            logger.info("running the network in ONNX Runtime")
+            return graph
+    if settings.backend == "onnx":
+        raise ConfigError(
+            f"detect.backend=onnx: ONNX Runtime cannot run this network on {device} (it needs the CPU, "
+            "onnxruntime and onnx installed: pip install 'flairkit[onnx]', and an aerial smp network); "
+            "set detect.backend=auto or torch"
+        )
+    model = fold_batchnorm(model, torch.rand(1, len(settings.channels), 64, 64, device=device))
+    return model.to(memory_format=torch.channels_last) if settings.channels_last else model
 
 
 def _evaluate(raw: RawRaster, labels: Path, raster: InputRaster, settings: _Settings, protocol: str) -> Any:
@@ -332,6 +372,7 @@ def _run_job(
         area_km2=raster.area_km2,
         computed_km2=0.0,
         blocks=len(plan.blocks),
+        tile_size=plan.tile_size,
     )
     if state == "skip":
         summary.skipped = True
@@ -455,10 +496,14 @@ def detect(
     states = [_check_outputs(job, overwrite, resume) for job in jobs]
     torch_device = torch.device(device)
     model = model.eval().to(torch_device)
+    if getattr(model, "tile_shape", None) is not None:  # a graph exported for one tile size (ONNX)
+        settings = replace(settings, fit_tiles=False)
     normalizer = Normalizer.from_config(config.data.normalization).to(torch_device)
     if any(state != "skip" for state in states):
         _check_model(model, normalizer, settings, torch_device)
     fingerprint = _fingerprint(model)
+    if any(state != "skip" for state in states):
+        model = _inference_network(model, settings, torch_device)
     console = Console(stderr=True) if progress and rank == 0 else None
     ranks = init_ranks(rank, world_size)
     maps = []
@@ -490,6 +535,7 @@ def detect(
         device=str(torch_device),
         world_size=world_size,
         stitching=settings.mode,
+        backend="ONNX Runtime" if isinstance(model, OnnxSegmenter) else "torch",
     )
     if console is not None:
         print_summary(summary, Console())

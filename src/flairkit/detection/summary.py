@@ -27,6 +27,8 @@ class MapSummary:
     nodata_km2: float = 0.0
     class_areas_km2: dict[str, float] = field(default_factory=dict)
     blocks: int = 0
+    tile_size: int = 0
+    """Side of the tiles given to the network (detect.tile_size, or smaller when fitted to the raster)."""
     blocks_resumed: int = 0
     blocks_per_rank: list[int] = field(default_factory=list)
     tiles_per_rank: list[int] = field(default_factory=list)
@@ -46,6 +48,8 @@ class DetectionSummary:
     device: str
     world_size: int
     stitching: str
+    backend: str = "torch"
+    """What ran the network: torch or ONNX Runtime."""
 
     @property
     def area_km2(self) -> float:
@@ -115,9 +119,10 @@ def print_summary(summary: DetectionSummary, console: Console | None = None) -> 
     """Print the maps written, the area covered, the throughput and the area of each class."""
     console = console or Console()
     maps = Table(
-        title=f"Zone detection ({summary.stitching} stitching, {summary.device}, {summary.world_size} rank(s))"
+        title=f"Zone detection ({summary.stitching} stitching, {summary.backend} on {summary.device}, "
+        f"{summary.world_size} rank(s))"
     )
-    for column in ("input", "map", "size (px)", "area (km²)", "computed (km²)", "time (s)", "km²/h"):
+    for column in ("input", "map", "size (px)", "tile (px)", "area (km²)", "computed (km²)", "time (s)", "km²/h"):
         maps.add_column(column, justify="left" if column in ("input", "map") else "right")
     for m in summary.maps:
         speed = m.computed_km2 / m.seconds * 3600 if m.seconds > 0 and m.computed_km2 else 0.0
@@ -125,6 +130,7 @@ def print_summary(summary: DetectionSummary, console: Console | None = None) -> 
             m.input.name,
             str(m.output) + (" (already done)" if m.skipped else ""),
             f"{m.width}x{m.height}",
+            str(m.tile_size),
             f"{m.area_km2:.3f}",
             f"{m.computed_km2:.3f}",
             f"{m.seconds:.1f}",

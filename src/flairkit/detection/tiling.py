@@ -35,6 +35,8 @@ import numpy as np
 StitchingMode = Literal["margin", "blend"]
 DEFAULT_BLOCK_SIDE = 2048
 """Target side of a block in pixels (rounded to a multiple of the tile step)."""
+TILE_MULTIPLE = 32
+"""Fitted tiles are multiples of this (the output stride of the smp encoders)."""
 
 
 @dataclass(frozen=True)
@@ -120,12 +122,27 @@ def hann_window(tile_size: int) -> np.ndarray:
 
 
 def resolve_block_size(tile_size: int, margin: int, block_size: int | None = None) -> int:
-    """The block side: ``block_size`` (default about 2048) rounded up to a multiple of the tile step."""
+    """The block side: ``block_size`` (default about 2048) rounded to the nearest multiple of the tile step."""
     step = step_of(tile_size, margin)
     target = DEFAULT_BLOCK_SIDE if block_size is None else block_size
     if target <= 0:
         raise ValueError(f"block_size must be > 0, got {block_size}")
-    return max(1, math.ceil(target / step)) * step
+    return max(1, round(target / step)) * step
+
+
+def fitted_tile_size(width: int, height: int, tile_size: int, margin: int) -> int:
+    """The smallest tile side (a multiple of 32, at most ``tile_size``) covering the scene with no more tiles.
+
+    ``tile_size`` tiles cover an axis of ``length`` pixels with ``n = ceil(length / step)`` of them; tiles of
+    ``ceil(length / n) + 2 * margin`` pixels need no more, and compute less of the overlap between tiles.
+    """
+    step = step_of(tile_size, margin)
+
+    def fitted(length: int) -> int:
+        count = max(1, math.ceil(length / step))
+        return math.ceil((math.ceil(length / count) + 2 * margin) / TILE_MULTIPLE) * TILE_MULTIPLE
+
+    return min(tile_size, max(fitted(width), fitted(height)))
 
 
 @dataclass(frozen=True)

@@ -85,8 +85,11 @@ def _onnx_export_kwargs() -> dict[str, Any]:
     return {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
 
 
-def export_onnx(model: nn.Module, path: Path, in_channels: int, tile_size: int) -> None:
-    """Write an aerial network as ONNX: ``image`` (B, C, tile, tile) [+ ``metadata`` (B, 45)] -> ``logits``."""
+def export_onnx(model: nn.Module, path: Path, in_channels: int, tile_size: int, any_tile_size: bool = False) -> None:
+    """Write an aerial network as ONNX: ``image`` (B, C, tile, tile) [+ ``metadata`` (B, 45)] -> ``logits``.
+
+    With ``any_tile_size`` the graph takes any height and width the network accepts (traced at ``tile_size``).
+    """
     from flairkit.models.factory import METADATA_SIZE
 
     if not hasattr(model, "seg_model"):
@@ -102,6 +105,9 @@ def export_onnx(model: nn.Module, path: Path, in_channels: int, tile_size: int) 
         inputs = (image, torch.zeros(1, METADATA_SIZE))
         names.append(ONNX_METADATA)
     dynamic = {name: {0: "batch"} for name in [*names, ONNX_LOGITS]}
+    if any_tile_size:
+        for name in (ONNX_IMAGE, ONNX_LOGITS):
+            dynamic[name].update({2: "height", 3: "width"})
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -117,8 +123,8 @@ def export_onnx(model: nn.Module, path: Path, in_channels: int, tile_size: int) 
         )
 
 
-def _verify_onnx(model: nn.Module, path: Path, in_channels: int, tile_size: int) -> None:
-    """Run the ONNX graph on a random batch of two and compare with the torch model."""
+def _onnx_error(model: nn.Module, graph: OnnxSegmenter, in_channels: int, tile_size: int) -> tuple[float, float]:
+    """Largest difference between the ONNX graph and the torch model on a random batch of two, and its tolerance."""
     from flairkit.models.factory import METADATA_SIZE
 
     generator = torch.Generator().manual_seed(0)
@@ -127,14 +133,47 @@ def _verify_onnx(model: nn.Module, path: Path, in_channels: int, tile_size: int)
     network = copy.deepcopy(model).to("cpu").eval()
     with torch.no_grad():
         expected = network(image) if metadata is None else network(image, metadata)
-    got = OnnxSegmenter(path)(image, metadata)
-    error = (got - expected).abs().max().item()
-    tolerance = 1e-3 * max(1.0, expected.abs().max().item())
+    error = (graph(image, metadata) - expected).abs().max().item()
+    return error, 1e-3 * max(1.0, expected.abs().max().item())
+
+
+def _verify_onnx(model: nn.Module, path: Path, in_channels: int, tile_size: int) -> None:
+    """Run the ONNX graph on a random batch of two and compare with the torch model."""
+    error, tolerance = _onnx_error(model, OnnxSegmenter(path), in_channels, tile_size)
     if not error <= tolerance:
         raise CheckpointError(
             f"the ONNX graph differs from the torch model by {error:.3g} (tolerance {tolerance:.3g}); "
             "export without --onnx and report the architecture/encoder that failed"
         )
+
+
+def onnx_runtime_model(model: nn.Module, in_channels: int, threads: int | None = None) -> OnnxSegmenter | None:
+    """``model`` exported for any tile size and loaded in ONNX Runtime (CPU), or None when that is not possible.
+
+    None when onnxruntime or the exporter is missing, the network is not an aerial one, or the graph does not
+    reproduce the torch model on a small random batch; callers then keep the torch model.
+    """
+    try:
+        import onnx  # noqa: F401  (the exporter needs it)
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return None
+    if not hasattr(model, "seg_model") or getattr(model, "use_metadata", False):
+        return None
+    probe = 64
+    with tempfile.TemporaryDirectory(prefix="flairkit-onnx-") as folder:
+        path = Path(folder) / "model.onnx"
+        try:
+            export_onnx(model, path, in_channels, probe, any_tile_size=True)
+            graph = OnnxSegmenter(path, threads=threads)  # the session keeps the graph in memory
+            error, tolerance = _onnx_error(model, graph, in_channels, probe)
+        except Exception as failure:  # any exporter or runtime failure means: stay with torch
+            logger.warning("ONNX Runtime unavailable for this network (%s); running it in torch", failure)
+            return None
+    if not error <= tolerance:
+        logger.warning("the ONNX graph differs from the torch network by %.3g; running it in torch", error)
+        return None
+    return graph
 
 
 def export_bundle(

@@ -6,6 +6,8 @@ follow the official model (``arch_vhr``, ``arch_hr``, ``fm_utae_featmap_cropped`
 strictly. Differences from the official code, all numerically neutral unless stated:
 
 - the aerial footprint inside the super-patch is computed from the sizes (10x10 for 512 px, as official);
+  when the super-patch minus the footprint is odd, the footprint leans toward the centroid pixel where
+  torchvision's ``CenterCrop`` may round away from it (same window on the official 40/10 geometry);
 - the auxiliary satellite head convolves the footprint before its nearest upsampling (same result, cheaper),
   so any aerial size works;
 - the collapsed fusion pools each sample's own map; ``official_batch_collapse`` restores the official use of
@@ -50,10 +52,16 @@ def satellite_footprint(aerial_size: Sequence[int], sat_size: Sequence[int]) -> 
 
 
 def centre_crop(x: Tensor, size: Sequence[int]) -> Tensor:
-    """The centred ``size`` window of (..., H, W) maps, offsets rounded as torchvision's ``CenterCrop`` does."""
+    """The ``size`` window of (..., H, W) maps around the super-patch's centre pixel (index H // 2, W // 2).
+
+    A super-patch is cut with the patch's centroid pixel at index ``S // 2``; the window starts at
+    ``(S - size + 1) // 2``, so an odd leftover rounds toward that pixel. On even leftovers (FLAIR #2's 10 of 40)
+    this is torchvision's ``CenterCrop``, as in IGN's code; on odd ones (a 3-pixel footprint in 16) ``CenterCrop``
+    rounds half to even and may miss the patch by one pixel.
+    """
     height, width = x.shape[-2:]
-    top = round((height - size[0]) / 2.0)
-    left = round((width - size[1]) / 2.0)
+    top = (height - size[0] + 1) // 2
+    left = (width - size[1] + 1) // 2
     return x[..., top : top + size[0], left : left + size[1]]
 
 
