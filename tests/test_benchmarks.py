@@ -80,7 +80,7 @@ def test_bench_model_reports_train_and_inference():
     assert positive(nchw[1]) and all(positive(row[2]) for row in (nchw, folded, onnx))
     assert folded[1] == onnx[1] == "-"
     assert all(re.fullmatch(r"\d+%", row[4]) for row in (nchw, folded, onnx))
-    assert "GFLOP/s (best of 1024, 2048, 4096 square matmuls)" in out
+    assert "GFLOP/s (best of 1024, 2048, 4096 square products, matmul or 1x1 conv)" in out
 
 
 def test_bench_detection_reports_speed_memory_and_fitted_tiles():

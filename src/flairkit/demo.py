@@ -1,8 +1,9 @@
 """``flair demo``: the whole FLAIR workflow on an embedded synthetic world, in minutes on a CPU.
 
-Generates a FLAIR #2-layout world, checks it, trains a small aerial U-Net, evaluates it on the test
-domains with the official metrics, maps a large synthetic orthophoto with zone detection, and writes a
-markdown report beside the figures.
+Generates a FLAIR #2-layout world, checks it, trains a small aerial U-Net (or, with the ``demo-utt`` preset,
+a U-T&T fed with the world's Sentinel-2 time series), evaluates it on the test domains with the official
+metrics, maps a large synthetic orthophoto with zone detection (aerial models only: detection reads
+orthophotos alone), and writes a markdown report beside the figures.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class DemoSettings:
         )
     )
     preset: str = "demo"
+    """``demo`` (aerial U-Net) or ``demo-utt`` (U-T&T with Sentinel-2), or any preset the world can feed."""
     overrides: list[str] = field(default_factory=list)
 
 
@@ -119,7 +121,9 @@ def run_demo(
     start = time.perf_counter()
     console.rule("5/5 zone detection on a synthetic orthophoto")
     detection = None
-    if world.orthos:
+    if config.model.multimodal:
+        console.print("skipped: zone detection maps orthophotos alone, and this model also needs Sentinel-2")
+    elif world.orthos:
         image, labels = world.orthos[0]
         detection = detect(
             config,
@@ -163,5 +167,7 @@ def _report(
     lines += ["", "Figures: `evaluation/metrics/*.png`.", ""]
     if detection is not None:
         lines += ["## Zone detection", "", f"{detection}", ""]
+    else:
+        lines += ["Zone detection: not run (it maps orthophotos alone; this model also needs Sentinel-2).", ""]
     lines += ["## Timings (s)", ""] + [f"- {k}: {v:.1f}" for k, v in seconds.items()]
     return "\n".join(lines) + "\n"

@@ -17,11 +17,14 @@ def demo_command(
     ),
     overwrite: OverwriteOption = False,
     epochs: Annotated[int | None, typer.Option(help="Override the number of training epochs.")] = None,
+    multimodal: Annotated[
+        bool, typer.Option("--multimodal", help="Train the U-T&T on aerial patches and Sentinel-2 (preset demo-utt).")
+    ] = False,
 ) -> None:
     """Generate a synthetic FLAIR world, train, evaluate, detect, and write a report."""
     from flairkit.demo import DemoSettings, run_demo
 
-    settings = DemoSettings()
+    settings = DemoSettings(preset="demo-utt" if multimodal else "demo")
     if epochs is not None:
         settings.overrides.append(f"train.max_epochs={epochs}")
     run_demo(out, settings, overwrite=overwrite, console=console)

@@ -76,12 +76,15 @@ class DetectionSummary:
         lines = []
         for m in self.maps:
             state = "already done" if m.skipped else f"{m.seconds:.1f} s"
-            lines.append(f"- `{m.input.name}` -> `{m.output}`: {m.width}x{m.height} px, {m.area_km2:.4f} km², {state}")
+            lines.append(
+                f"- `{m.input.name}` -> `{m.output}`: {m.width}x{m.height} px, {m.area_km2:.4f} km², "
+                f"tiles of {m.tile_size} px, {state}"
+            )
             if m.metrics is not None:
                 lines.append(f"  - against the labels: mIoU {m.metrics.miou:.2f}, OA {m.metrics.overall_accuracy:.2f}")
         lines.append(
             f"- {self.computed_km2:.4f} km² in {self.seconds:.1f} s = {self.km2_per_hour:.3f} km²/h "
-            f"({self.stitching} stitching, {self.device}, {self.world_size} rank(s))"
+            f"({self.stitching} stitching, {self.backend} on {self.device}, {self.world_size} rank(s))"
         )
         areas = sorted(self.class_areas_km2.items(), key=lambda item: -item[1])
         if areas:
