@@ -1,13 +1,17 @@
 """flairkit side by side with IGN's official FLAIR-1 code: training step and zone detection, same machine and weights.
 
-python benchmarks/bench_official.py [--official FLAIR-1 --official-python PY] [--ortho-size 2048] [--size 512]
-                                    [--batch 10] [--repeats 2] [--variants compat default ...] [--no-write]
+python benchmarks/bench_official.py [--official FLAIR-1 --official-python PY] [--official-exact-windows]
+                                    [--ortho-size 2048] [--size 512] [--batch 10] [--repeats 2] [--train-steps 100]
+                                    [--variants compat compat-torch default default-torch ...] [--no-write]
 
 One synthetic world (``flairkit.data.synth``: patches of ``--size`` px and one orthophoto of ``--ortho-size`` px)
-and one U-Net ResNet34 (5 bands, 19 logits) serve both codes. The weights are random (seed 0) with their
-BatchNorm statistics calibrated on the world's patches, as a trained network's are, and the logits of the
-four disabled classes pushed down, as the released FLAIR-INC models never predict them; they are saved as
-the raw smp state dict that ``flair-detect`` loads. Every measurement runs in a fresh process.
+and one U-Net ResNet34 (5 bands, 19 logits) serve both codes. The weights are trained for ``--train-steps``
+steps on the world's patches (confident predictions, as a released model makes), or, with 0, random (seed 0)
+with their BatchNorm statistics calibrated on the patches; the logits of the four disabled classes are pushed
+down, as the released FLAIR-INC models never predict them. They are saved as the raw smp state dict that
+``flair-detect`` loads. Every measurement runs in a fresh process. The flairkit variants are config overrides
+(``VARIANTS``): ``compat`` is flair-detect's tiling, ``default`` the ``flair detect`` defaults, ``-torch`` the
+torch network instead of ONNX Runtime.
 
 Without ``--official`` only flairkit's figures are taken. ``--official`` is a checkout of IGNF/FLAIR-1 and
 ``--official-python`` the interpreter of the virtual environment where its requirements are installed
