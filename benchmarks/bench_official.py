@@ -186,13 +186,15 @@ def child_train(args: dict) -> dict:
     from flairkit.training.module import SegmentationTask
 
     figures = {}
-    for layout in ("NCHW", "channels_last"):
+    layouts = ["NCHW", "channels_last"] + (["channels_last, compiled"] if args["compile"] else [])
+    for layout in layouts:
         overrides = (
             f"data.train_csv={args['csv']}",
             f"data.val_csv={args['csv']}",
             f"data.batch_size={args['batch']}",
             "data.num_workers=0",
-            f"train.channels_last={str(layout == 'channels_last').lower()}",
+            f"train.channels_last={str(layout != 'NCHW').lower()}",
+            f"train.compile={str(layout.endswith('compiled')).lower()}",
         )
         config = bench_config(overrides)
         data = FlairDataModule(config)
@@ -369,7 +371,13 @@ def training_rows(ours: dict[str, dict], official: dict | None, batch: int) -> l
 
 def compare_training(options: argparse.Namespace, folder: Path, csv: Path, weights: Path, official: Official | None):
     """The training table (markdown)."""
-    args = {"csv": str(csv), "batch": options.batch, "repeats": options.repeats, "weights": str(weights)}
+    args = {
+        "csv": str(csv),
+        "batch": options.batch,
+        "repeats": options.repeats,
+        "weights": str(weights),
+        "compile": options.compile,
+    }
     ours = run_child("train", args)
     theirs = None
     if official is not None:
@@ -377,6 +385,7 @@ def compare_training(options: argparse.Namespace, folder: Path, csv: Path, weigh
         arguments = ["--csv", str(absolute_csv(csv, folder / "official_train.csv")), "--settings", str(settings)]
         arguments += ["--batch", str(options.batch), "--repeats", str(options.repeats)]
         theirs = official.run("train", arguments, folder / "official_train_result.json")
+        official.versions.update(theirs.get("versions", {}))
     header = ["code", "layout", "data patches/s", "step patches/s", "end-to-end patches/s"]
     if theirs:
         header += ["step vs official", "end-to-end vs official"]
@@ -469,6 +478,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timed repeats (best is kept)")
     parser.add_argument("--variants", nargs="+", default=["compat", "default"], choices=VARIANTS)
     parser.add_argument("--no-train", action="store_true", help="skip the training comparison")
+    parser.add_argument("--no-detect", action="store_true", help="skip the detection comparison")
+    parser.add_argument(
+        "--compile", action="store_true", help="also time flairkit's training step under torch.compile (slow start)"
+    )
     parser.add_argument(
         "--train-steps", type=int, default=0, help="train the shared network this many steps first (else random)"
     )
@@ -493,8 +506,9 @@ def main() -> None:
         else:
             folder = options.workdir
             folder.mkdir(parents=True, exist_ok=False)
-        world = synthesize_world(folder / "world", world_options(options.size, options.ortho_size, 2 * options.batch))
-        csv, ortho = world.csv["train"], world.orthos[0][0]
+        ortho_size = 0 if options.no_detect else options.ortho_size
+        world = synthesize_world(folder / "world", world_options(options.size, ortho_size, 2 * options.batch))
+        csv = world.csv["train"]
         weights = folder / "unet_resnet34_smp_state_dict.pth"
         make_weights(csv, weights, options.train_steps)
         official = None
@@ -502,14 +516,19 @@ def main() -> None:
             official = prepare_official(options.official, options.official_python, folder)
         if not options.no_train:
             tables.append("Training\n\n" + compare_training(options, folder, csv, weights, official))
-        tables.append("Zone detection\n\n" + compare_detection(options, folder, ortho, weights, official))
+        if not options.no_detect:
+            ortho = world.orthos[0][0]
+            tables.append("Zone detection\n\n" + compare_detection(options, folder, ortho, weights, official))
         description = official_description(options, official)
     notes = (
         f"U-Net ResNet34, 5 bands, 19 logits, the same weights for both codes ({weights_description(options)}, "
         f"disabled-class logits set to {DISABLED_LOGIT:g}). Training: {options.size} px "
-        f"patches, batch {options.batch}, SGD lr 0.02, best of {options.repeats}. Detection: synthetic orthophoto of "
-        f"{options.ortho_size}x{options.ortho_size} px at 0.2 m, CPU, one run each. {description}"
+        f"patches, batch {options.batch}, SGD lr 0.02, best of {options.repeats} after an untimed step (where "
+        "torch.compile compiles)."
     )
+    if not options.no_detect:
+        notes += f" Detection: synthetic orthophoto of {options.ortho_size}x{options.ortho_size} px at 0.2 m, CPU."
+    notes += f" {description}"
     notes += f" 1-min load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after."
     record("flairkit vs official FLAIR-1", "\n\n".join(tables), notes, write=not options.no_write)
 

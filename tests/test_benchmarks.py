@@ -108,6 +108,12 @@ def test_bench_official_runs_flairkit_side_without_checkout():
     assert not table_rows(out, "official") and "official code not run" in out.lower()
 
 
+def test_bench_official_training_only():
+    out = run_script("bench_official.py", "--size", "32", "--batch", "2", "--repeats", "1", "--no-detect")
+    assert [r[1] for r in table_rows(out, "flairkit")] == ["NCHW", "channels_last"]
+    assert "Zone detection" not in out
+
+
 def test_agreement_reads_flair_codes_and_official_indices(tmp_path):
     from rasterio.transform import from_origin
 
