@@ -16,22 +16,25 @@ torch.set_num_threads(1)
 TINY_PATCH = 32
 
 
+TINY_WORLD = SynthOptions(
+    n_domains=4,
+    areas_per_domain=2,
+    patches_per_area=4,
+    patch_size=TINY_PATCH,
+    seed=7,
+    sentinel=True,
+    sat_patch_size=16,
+    n_orthos=1,
+    ortho_size=160,
+)
+"""A FLAIR #2-layout world: 4 domains (2 train, 1 val, 1 test), 32 px patches, Sentinel-2, one orthophoto."""
+
+
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory) -> Path:
-    """A FLAIR #2-layout world: 4 domains (2 train, 1 val, 1 test), 32 px patches, Sentinel-2, one orthophoto."""
+    """The ``TINY_WORLD``, written once per session."""
     root = tmp_path_factory.mktemp("world") / "flair"
-    options = SynthOptions(
-        n_domains=4,
-        areas_per_domain=2,
-        patches_per_area=4,
-        patch_size=TINY_PATCH,
-        seed=7,
-        sentinel=True,
-        sat_patch_size=16,
-        n_orthos=1,
-        ortho_size=160,
-    )
-    synthesize_world(root, options)
+    synthesize_world(root, TINY_WORLD)
     return root
 
 

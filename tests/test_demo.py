@@ -5,28 +5,14 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from conftest import TINY_PATCH
-from flairkit.data.synth import SynthOptions
+from conftest import TINY_WORLD
 from flairkit.demo import DemoSettings, run_demo
 from flairkit.errors import OutputExistsError
 
 
 def tiny_settings(preset: str) -> DemoSettings:
-    world = SynthOptions(
-        n_domains=4,
-        areas_per_domain=2,
-        patches_per_area=4,
-        patch_size=TINY_PATCH,
-        seed=3,
-        sentinel=True,
-        sat_patch_size=16,
-        n_orthos=1,
-        ortho_size=160,
-        test_domains=1,
-        val_domains=1,
-    )
     overrides = ["train.max_epochs=1", "data.batch_size=2", "detect.margin=16", "evaluate.batch_size=4"]
-    return DemoSettings(world=world, preset=preset, overrides=overrides)
+    return DemoSettings(world=TINY_WORLD, preset=preset, overrides=overrides)
 
 
 @pytest.mark.parametrize(("preset", "protocol", "detects"), [("demo", "flair1", True), ("demo-utt", "flair2", False)])
