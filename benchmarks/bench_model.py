@@ -4,10 +4,11 @@ python benchmarks/bench_model.py [--size 512] [--batch 10] [--infer-batch 4] [--
                                  [--backends nchw channels_last frozen onnx] [--no-train] [--no-write]
 
 Backends: ``nchw`` and ``channels_last`` are the eager model in each memory format (training step =
-forward, weighted cross entropy, backward, SGD step); ``folded`` is the channels_last model with its
-BatchNorm folded into the convolutions (``flair detect`` with ``detect.backend=torch``; inference only);
-``onnx`` is the model exported for any tile size and run by ONNX Runtime's CPU provider, as many threads as
-torch (``flair detect`` on CPU by default; inference only). Inference runs batches of ``--infer-batch``
+forward, weighted cross entropy, backward, SGD step, freed memory retained as ``flair train`` does);
+``folded`` is the channels_last model with its BatchNorm folded into the convolutions (``flair detect``
+with ``detect.backend=torch``; inference only); ``onnx`` is the model exported for any tile size and run
+by ONNX Runtime's CPU provider, as many threads as torch (``flair detect`` on CPU by default; inference
+only). Inference runs batches of ``--infer-batch``
 tiles. The share of the peak is the convolution FLOPs of a forward pass (torch's FLOP counter) per second,
 over the best fp32 FLOP/s of square matrix products of 1024, 2048 and 4096 (as matmuls and as 1x1
 convolutions) measured in the same run.
@@ -23,6 +24,7 @@ from collections.abc import Callable
 import torch
 
 from common import best_of, markdown_table, record
+from flairkit.allocator import retained_freed_memory
 from flairkit.config import load_config
 from flairkit.models.export import onnx_runtime_model
 from flairkit.models.factory import build_aerial_model
@@ -62,7 +64,12 @@ def model_flops(model: torch.nn.Module, shape: tuple[int, ...]) -> float:
 
 
 def train_seconds(
-    model: torch.nn.Module, shape: tuple[int, ...], criterion, channels_last: bool, repeats: int
+    model: torch.nn.Module,
+    shape: tuple[int, ...],
+    criterion,
+    channels_last: bool,
+    repeats: int,
+    retain_freed_memory: bool,
 ) -> float:
     """Seconds per training step (forward, loss, backward, SGD) of a batch of ``shape``."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -76,7 +83,8 @@ def train_seconds(
         criterion(model(images), targets).backward()
         optimizer.step()
 
-    return best_of(step, repeats=repeats)
+    with retained_freed_memory(retain_freed_memory):
+        return best_of(step, repeats=repeats)
 
 
 def inference_runner(backend: str, model: torch.nn.Module, shape: tuple[int, ...]) -> Callable[[], object]:
@@ -121,7 +129,14 @@ def main() -> None:
     for backend in args.backends:
         train = "-"
         if backend in TRAINABLE and not args.no_train:
-            seconds = train_seconds(model, train_shape, criterion, backend == "channels_last", args.repeats)
+            seconds = train_seconds(
+                model,
+                train_shape,
+                criterion,
+                backend == "channels_last",
+                args.repeats,
+                config.train.retain_freed_memory,
+            )
             train = f"{args.batch / seconds:.2f}"
         run = inference_runner(backend, model, infer_shape)
         with torch.inference_mode():

@@ -22,7 +22,10 @@ TORCH_HOME, and proxies point at loopback: nothing is downloaded.
 Training: data = reading + collating a batch (flairkit: uint8 patches and targets; official: one-hot masks,
 albumentations flips, float64 normalisation); step = what the trainer does with a loaded batch (flairkit:
 normalisation + augmentation on the device, forward, loss, backward, SGD; official: forward, loss, per-step
-metrics, backward, SGD); end to end = batch / (data + step) with the loader in the training process.
+metrics, backward, SGD); end to end = batch / (data + step) with the loader in the training process. Each
+flairkit setting (``TRAIN_SETTINGS``: memory layout, torch.compile with ``--compile``, and the heap setting
+of ``flair train``, on by default, against glibc's default of returning freed memory) runs in its own
+process; peak RSS is that process's high-water mark.
 Detection: time from loading the weights to the closed map (imports excluded), and the share of pixels on
 which each flairkit map agrees with the official one.
 """
@@ -33,6 +36,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -179,46 +183,58 @@ def child_detect(args: dict) -> dict:
     }
 
 
+TRAIN_SETTINGS = {
+    "NCHW": ("false", "false", "true"),
+    "channels_last": ("true", "false", "true"),
+    "channels_last, compiled": ("true", "true", "true"),
+    "NCHW, freed memory returned to the system": ("false", "false", "false"),
+}
+"""flairkit training rows: train.channels_last, train.compile and train.retain_freed_memory overrides."""
+
+
 def child_train(args: dict) -> dict:
-    """flairkit training, per layout: seconds per loaded batch and per step of the Lightning task."""
+    """flairkit training with one of TRAIN_SETTINGS: seconds per loaded batch and per step, peak RSS."""
+    from flairkit.allocator import retained_freed_memory
     from flairkit.data.datamodule import FlairDataModule
     from flairkit.models.checkpoints import load_model
     from flairkit.training.module import SegmentationTask
 
-    figures = {}
-    layouts = ["NCHW", "channels_last"] + (["channels_last, compiled"] if args["compile"] else [])
-    for layout in layouts:
-        overrides = (
-            f"data.train_csv={args['csv']}",
-            f"data.val_csv={args['csv']}",
-            f"data.batch_size={args['batch']}",
-            "data.num_workers=0",
-            f"train.channels_last={str(layout != 'NCHW').lower()}",
-            f"train.compile={str(layout.endswith('compiled')).lower()}",
-        )
-        config = bench_config(overrides)
-        data = FlairDataModule(config)
-        data.setup("fit")
-        loader = data.train_dataloader()
+    channels_last, compiled, retain = TRAIN_SETTINGS[args["setting"]]
+    overrides = (
+        f"data.train_csv={args['csv']}",
+        f"data.val_csv={args['csv']}",
+        f"data.batch_size={args['batch']}",
+        "data.num_workers=0",
+        f"train.channels_last={channels_last}",
+        f"train.compile={compiled}",
+        f"train.retain_freed_memory={retain}",
+    )
+    config = bench_config(overrides)
+    data = FlairDataModule(config)
+    data.setup("fit")
+    loader = data.train_dataloader()
 
-        def one_pass(loader=loader) -> None:
-            for _ in loader:
-                pass
+    def one_pass() -> None:
+        for _ in loader:
+            pass
 
-        load_s = best_of(one_pass, repeats=args["repeats"]) / len(loader)
-        batch = next(iter(loader))
-        task = SegmentationTask(config, model=load_model(config, args["weights"]).train())
-        optimizer = task.configure_optimizers()["optimizer"]
+    load_s = best_of(one_pass, repeats=args["repeats"]) / len(loader)
+    batch = next(iter(loader))
+    task = SegmentationTask(config, model=load_model(config, args["weights"]).train())
+    optimizer = task.configure_optimizers()["optimizer"]
 
-        def step(task=task, optimizer=optimizer, batch=batch) -> None:
-            prepared = task.prepare_batch(dict(batch), training=True)
-            optimizer.zero_grad(set_to_none=True)
-            loss = task.training_step(prepared, 0)
-            loss.backward()
-            optimizer.step()
+    def step() -> None:
+        prepared = task.prepare_batch(dict(batch), training=True)
+        optimizer.zero_grad(set_to_none=True)
+        loss = task.training_step(prepared, 0)
+        loss.backward()
+        optimizer.step()
 
-        figures[layout] = {"load_s_per_batch": load_s, "step_s": best_of(step, repeats=args["repeats"])}
-    return figures
+    # As flair train does: the heap setting spans the whole fit.
+    with retained_freed_memory(config.train.retain_freed_memory):
+        step_s = best_of(step, repeats=args["repeats"])
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"load_s_per_batch": load_s, "step_s": step_s, "peak_rss_mb": peak_mb}
 
 
 def run_child(task: str, args: dict) -> dict:
@@ -350,7 +366,7 @@ def agreement(ours: Path, official: Path, codes: bool) -> float:
 
 
 def training_rows(ours: dict[str, dict], official: dict | None, batch: int) -> list[list[str]]:
-    """Training table rows: data, step and end-to-end patches/s, and ratios to the official code."""
+    """Training table rows: data, step and end-to-end patches/s, peak RSS, and ratios to the official code."""
 
     def speeds(figures: dict) -> tuple[float, float, float]:
         load, step = figures["load_s_per_batch"], figures["step_s"]
@@ -359,10 +375,10 @@ def training_rows(ours: dict[str, dict], official: dict | None, batch: int) -> l
     reference = speeds(official) if official else None
     rows = []
     entries = [("official FLAIR-1", "NCHW", official)] if official else []
-    entries += [("flairkit", layout, figures) for layout, figures in ours.items()]
-    for code, layout, figures in entries:
+    entries += [("flairkit", setting, figures) for setting, figures in ours.items()]
+    for code, setting, figures in entries:
         data, step, total = speeds(figures)
-        row = [code, layout, f"{data:.2f}", f"{step:.3f}", f"{total:.3f}"]
+        row = [code, setting, f"{data:.2f}", f"{step:.3f}", f"{total:.3f}", f"{figures['peak_rss_mb']:.0f}"]
         if reference:
             row += [f"{step / reference[1]:.2f}x", f"{total / reference[2]:.2f}x"]
         rows.append(row)
@@ -370,23 +386,18 @@ def training_rows(ours: dict[str, dict], official: dict | None, batch: int) -> l
 
 
 def compare_training(options: argparse.Namespace, folder: Path, csv: Path, weights: Path, official: Official | None):
-    """The training table (markdown)."""
-    args = {
-        "csv": str(csv),
-        "batch": options.batch,
-        "repeats": options.repeats,
-        "weights": str(weights),
-        "compile": options.compile,
-    }
-    ours = run_child("train", args)
+    """The training table (markdown): each flairkit setting in its own process, then the official step."""
+    args = {"csv": str(csv), "batch": options.batch, "repeats": options.repeats, "weights": str(weights)}
+    settings = [name for name in TRAIN_SETTINGS if options.compile or "compiled" not in name]
+    ours = {setting: run_child("train", {**args, "setting": setting}) for setting in settings}
     theirs = None
     if official is not None:
-        settings = official_train_settings(folder / "official_train.json", bench_config())
-        arguments = ["--csv", str(absolute_csv(csv, folder / "official_train.csv")), "--settings", str(settings)]
+        settings_file = official_train_settings(folder / "official_train.json", bench_config())
+        arguments = ["--csv", str(absolute_csv(csv, folder / "official_train.csv")), "--settings", str(settings_file)]
         arguments += ["--batch", str(options.batch), "--repeats", str(options.repeats)]
         theirs = official.run("train", arguments, folder / "official_train_result.json")
         official.versions.update(theirs.get("versions", {}))
-    header = ["code", "layout", "data patches/s", "step patches/s", "end-to-end patches/s"]
+    header = ["code", "settings", "data patches/s", "step patches/s", "end-to-end patches/s", "peak RSS (MB)"]
     if theirs:
         header += ["step vs official", "end-to-end vs official"]
     return markdown_table(header, training_rows(ours, theirs, options.batch))

@@ -20,6 +20,7 @@ import contextlib
 import io
 import json
 import os
+import resource
 import sys
 import time
 from collections.abc import Callable
@@ -148,6 +149,7 @@ def run_train(checkout: Path, csv: Path, batch: int, repeats: int, classes: dict
     return {
         "load_s_per_batch": load_s,
         "step_s": step_s,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "batch": batch,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),

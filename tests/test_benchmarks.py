@@ -101,8 +101,8 @@ def test_bench_official_runs_flairkit_side_without_checkout():
         "--variants", "compat",
     )  # fmt: skip
     train = table_rows(out, "flairkit")
-    assert [r[1] for r in train[:2]] == ["NCHW", "channels_last"]
-    assert all(positive(cell) for row in train[:2] for cell in row[2:])
+    assert [r[1] for r in train[:3]] == ["NCHW", "channels_last", "NCHW, freed memory returned to the system"]
+    assert all(positive(cell) for row in train[:3] for cell in row[2:])
     (detect,) = [r for r in train if r[0] == "flairkit compat"]
     assert positive(detect[2]) and positive(detect[3])
     assert not table_rows(out, "official") and "official code not run" in out.lower()
@@ -110,7 +110,8 @@ def test_bench_official_runs_flairkit_side_without_checkout():
 
 def test_bench_official_training_only():
     out = run_script("bench_official.py", "--size", "32", "--batch", "2", "--repeats", "1", "--no-detect")
-    assert [r[1] for r in table_rows(out, "flairkit")] == ["NCHW", "channels_last"]
+    settings = [r[1] for r in table_rows(out, "flairkit")]
+    assert settings == ["NCHW", "channels_last", "NCHW, freed memory returned to the system"]
     assert "Zone detection" not in out
 
 
@@ -135,11 +136,11 @@ def test_agreement_reads_flair_codes_and_official_indices(tmp_path):
 
 def test_training_rows_ratios_are_against_the_official_code():
     bench = load_benchmark("bench_official")
-    official = {"load_s_per_batch": 1.0, "step_s": 4.0}
-    ours = {"NCHW": {"load_s_per_batch": 0.5, "step_s": 2.0}}
+    official = {"load_s_per_batch": 1.0, "step_s": 4.0, "peak_rss_mb": 5000.4}
+    ours = {"NCHW": {"load_s_per_batch": 0.5, "step_s": 2.0, "peak_rss_mb": 6000.0}}
     rows = bench.training_rows(ours, official, batch=10)
-    assert rows[0][:5] == ["official FLAIR-1", "NCHW", "10.00", "2.500", "2.000"]
-    assert rows[1] == ["flairkit", "NCHW", "20.00", "5.000", "4.000", "2.00x", "2.00x"]
+    assert rows[0][:6] == ["official FLAIR-1", "NCHW", "10.00", "2.500", "2.000", "5000"]
+    assert rows[1] == ["flairkit", "NCHW", "20.00", "5.000", "4.000", "6000", "2.00x", "2.00x"]
 
 
 @pytest.mark.skipif(

@@ -22,6 +22,8 @@ from flairkit.detection import vectorize
 from flairkit.detection.reading import ResolutionWarning
 from flairkit.detection.resume import WorkDir
 from flairkit.detection.run import detect
+from flairkit.detection.stitching import BlendAssembler, OutputBands
+from flairkit.detection.tiling import TilePlan
 from flairkit.errors import ConfigError, DataError, OutputExistsError
 from flairkit.nomenclature import get_nomenclature
 from test_detection_tiling import official_tiles
@@ -192,6 +194,40 @@ def test_blend_removes_the_seams_that_margin_stitching_leaves(tmp_path):
         assert (read(tmp_path / f"{mode}.tif") > 0).all(), "no nodata borders"
     assert kinks["margin"] >= 50
     assert kinks["blend"] <= 4
+
+
+def test_blend_runs_a_tile_shared_by_blocks_once_and_gives_the_same_bytes(ortho, tmp_path):
+    blend = ("detect.stitching=blend", "detect.probabilities=[building]", "detect.confidence=true")
+    runs = {}
+    for batch in (1, 2):  # batches of one tile keep shared predictions; larger ones recompute them
+        cfg = config(*blend, f"detect.batch_size={batch}")
+        runs[batch] = detect(cfg, TileBiasModel(), [ortho], tmp_path / f"b{batch}.tif", block_size=64, progress=False)
+        assert runs[batch].maps[0].blocks > 4
+    plan = TilePlan(300, 250, TILE, MARGIN, "blend", 64)
+    assert runs[1].maps[0].tiles_per_rank == [plan.n_tiles]
+    assert runs[2].maps[0].tiles_per_rank == [sum(len(plan.tiles_for(b)) for b in plan.blocks)] > [plan.n_tiles]
+    for name in ("b{}.tif", "b{}_scores.tif"):
+        with rasterio.open(tmp_path / name.format(1)) as kept, rasterio.open(tmp_path / name.format(2)) as rerun:
+            np.testing.assert_array_equal(kept.read(), rerun.read())
+
+
+def test_blend_keeps_no_more_predictions_than_its_budget():
+    plan = TilePlan(300, 250, TILE, MARGIN, "blend", 64)
+    bands = OutputBands.for_nomenclature(NOMENCLATURE)
+    tile_bytes = len(NOMENCLATURE.enabled) * TILE * TILE * 4
+    for budget, expect_reuse in ((0, False), (2 * tile_bytes, True)):
+        assembler = BlendAssembler(plan, bands, "cpu", upcoming=plan.blocks, kept_bytes=budget)
+        reused = 0
+        for block in plan.blocks:
+            assembler.start(block, None)
+            for tile in plan.tiles_for(block):
+                if assembler.reuse(tile):
+                    reused += 1
+                else:
+                    assembler.add(torch.zeros(1, K, TILE, TILE), [tile])
+                assert assembler.kept_size <= budget
+            assembler.finish()
+        assert (reused > 0) == expect_reuse
 
 
 def test_missing_pixels_stay_nodata_and_their_tiles_are_skipped(tmp_path):

@@ -247,6 +247,8 @@ class TrainConfig(Section):
     """NHWC memory layout (faster convolutions on recent GPUs and CPUs)."""
     compile: bool = False
     """torch.compile the network."""
+    retain_freed_memory: bool = True
+    """Keep freed memory in the training process (glibc): 1.6x faster CPU steps at 512 px, higher peak RSS."""
     resume_from: Path | None = None
     """A checkpoint of an interrupted run: restores weights, optimiser, scheduler and epoch."""
     init_weights: Path | None = None

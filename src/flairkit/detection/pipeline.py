@@ -3,8 +3,10 @@
 A reader thread reads each block's neighbourhood once and decides which tiles are worth running (not
 wholly on missing pixels); the calling thread runs the model and stitches; a writer thread hands finished
 blocks to ``store``. At most :data:`QUEUE_DEPTH` blocks wait on either side, so memory depends on the
-block size only. A block's tiles are always batched the same way, so a block gives the same bytes
-whichever run or rank computes it.
+block size only (plus at most :data:`~flairkit.detection.stitching.KEPT_BYTES` of kept predictions). A
+block's tiles are always batched the same way, so a block gives the same bytes whichever run or rank
+computes it; in blend mode with batches of one tile, a tile shared with earlier blocks is not run again
+(its kept prediction gives the same bytes).
 """
 
 from __future__ import annotations
@@ -127,7 +129,8 @@ def compute_blocks(
     writer = threading.Thread(target=write, name="flairkit-detect-write", daemon=True)
     reader.start()
     writer.start()
-    assembler = make_assembler(plan, bands, device)
+    # Kept predictions equal recomputed ones only when a tile's logits do not depend on its batch.
+    assembler = make_assembler(plan, bands, device, upcoming=blocks if batch_size == 1 else ())
     size, tiles_run = plan.tile_size, 0
     try:
         with torch.inference_mode():
@@ -140,6 +143,8 @@ def compute_blocks(
                 assembler.start(item.block, item.valid)
                 for start in range(0, len(item.tiles), batch_size):
                     chunk = item.tiles[start : start + batch_size]
+                    if len(chunk) == 1 and assembler.reuse(chunk[0]):
+                        continue
                     batch = np.stack(
                         [
                             item.region[

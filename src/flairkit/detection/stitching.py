@@ -9,6 +9,7 @@ an optional confidence band, all ``round(255 * p)`` (0 where the input is missin
 from __future__ import annotations
 
 import abc
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,6 +21,8 @@ from flairkit.nomenclature import INVALID_TARGET, Nomenclature
 
 NODATA_TARGET = INVALID_TARGET
 """Band-0 value of pixels whose input is missing."""
+KEPT_BYTES = 1 << 30
+"""Most bytes of tile probabilities that blend stitching keeps for later blocks."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,10 @@ class BlockAssembler(abc.ABC):
         """Begin ``block``; ``valid`` marks its non-missing pixels (None: all)."""
         self._block, self._valid = block, valid
 
+    def reuse(self, tile: Tile) -> bool:
+        """Add ``tile``'s prediction kept from an earlier block, if there is one; return whether it did."""
+        return False
+
     @abc.abstractmethod
     def add(self, logits: torch.Tensor, tiles: Sequence[Tile]) -> None:
         """Add the (B, K, T, T) logits of ``tiles`` (targets in nomenclature order)."""
@@ -150,29 +157,88 @@ class MarginAssembler(BlockAssembler):
 
 
 class BlendAssembler(BlockAssembler):
-    """Seamless stitching: probabilities of overlapping tiles averaged with a 2-D Hann window."""
+    """Seamless stitching: probabilities of overlapping tiles averaged with a 2-D Hann window.
 
-    def __init__(self, plan: TilePlan, bands: OutputBands, device: torch.device | str):
+    Told the blocks it will assemble, in order (``upcoming``), it keeps the part of each tile's
+    probabilities that later blocks need (up to ``kept_bytes``), so that a tile shared by neighbouring
+    blocks runs once. A kept part is added at the tile's place in the block's order: a block's bytes do not
+    depend on what was kept, as long as a tile's logits do not depend on its batch (batches of one tile).
+    """
+
+    def __init__(
+        self,
+        plan: TilePlan,
+        bands: OutputBands,
+        device: torch.device | str,
+        upcoming: Sequence[Block] = (),
+        kept_bytes: int = KEPT_BYTES,
+    ):
         super().__init__(plan, bands, device)
         window = torch.from_numpy(hann_window(plan.tile_size)).to(self.device)
         self._weights = window[:, None] * window[None, :]
+        self._upcoming = list(upcoming)
+        self._order = {block.id: i for i, block in enumerate(self._upcoming)}
+        self._users: dict[Tile, list[int]] = defaultdict(list)
+        for i, block in enumerate(self._upcoming):
+            for tile in plan.tiles_for(block):
+                self._users[tile].append(i)
+        self._kept: dict[Tile, tuple[int, int, torch.Tensor]] = {}
+        self._kept_budget = kept_bytes
+        self._kept_total = 0
+        self._current = -1
 
     def start(self, block: Block, valid: np.ndarray | None) -> None:
         super().start(block, valid)
         self._sum = torch.zeros((len(self.bands.enabled), *block.shape), dtype=torch.float32, device=self.device)
         self._weight_sum = torch.zeros(block.shape, dtype=torch.float32, device=self.device)
+        self._current = self._order.get(block.id, -1)
+        for tile in [t for t in self._kept if self._users[t][-1] < self._current]:
+            self._kept_total -= self._kept.pop(tile)[2].nbytes
+
+    @property
+    def kept_size(self) -> int:
+        """Bytes of tile probabilities kept for later blocks."""
+        return self._kept_total
+
+    def reuse(self, tile: Tile) -> bool:
+        if tile not in self._kept:
+            return False
+        row0, col0, probabilities = self._kept[tile]
+        self._accumulate(probabilities, tile, row0, col0)
+        return True
 
     def add(self, logits: torch.Tensor, tiles: Sequence[Tile]) -> None:
         assert self._block is not None, "start() a block first"
         probabilities = torch.softmax(logits[:, self._enabled].float(), dim=1)
         for i, tile in enumerate(tiles):
-            window = _window(tile, self._block, tile.row, tile.col)
-            if window is None:
-                continue
-            tile_rows, tile_cols, block_rows, block_cols = window
-            weights = self._weights[tile_rows, tile_cols]
-            self._sum[:, block_rows, block_cols].addcmul_(probabilities[i, :, tile_rows, tile_cols], weights)
-            self._weight_sum[block_rows, block_cols] += weights
+            self._accumulate(probabilities[i], tile, tile.row, tile.col)
+            self._keep(probabilities[i], tile)
+
+    def _accumulate(self, probabilities: torch.Tensor, tile: Tile, row0: int, col0: int) -> None:
+        """Add ``probabilities`` of ``tile`` (first row and column at map position ``row0``, ``col0``)."""
+        window = _window(tile, self._block, row0, col0)
+        if window is None:
+            return
+        rows, cols, block_rows, block_cols = window
+        dr, dc = row0 - tile.row, col0 - tile.col
+        weights = self._weights[rows.start + dr : rows.stop + dr, cols.start + dc : cols.stop + dc]
+        self._sum[:, block_rows, block_cols].addcmul_(probabilities[:, rows, cols], weights)
+        self._weight_sum[block_rows, block_cols] += weights
+
+    def _keep(self, probabilities: torch.Tensor, tile: Tile) -> None:
+        """Keep the part of ``probabilities`` that later blocks need, when the budget allows."""
+        later = [self._upcoming[i] for i in self._users.get(tile, ()) if i > self._current]
+        if not later:
+            return
+        rows = [tile.keep_rows.intersect(block.rows) for block in later]
+        cols = [tile.keep_cols.intersect(block.cols) for block in later]
+        r0, r1 = min(r.start for r in rows) - tile.row, max(r.stop for r in rows) - tile.row
+        c0, c1 = min(c.start for c in cols) - tile.col, max(c.stop for c in cols) - tile.col
+        size = probabilities.shape[0] * (r1 - r0) * (c1 - c0) * probabilities.element_size()
+        if self._kept_total + size > self._kept_budget:
+            return
+        self._kept[tile] = (tile.row + r0, tile.col + c0, probabilities[:, r0:r1, c0:c1].clone())
+        self._kept_total += size
 
     def _finish(self) -> torch.Tensor:
         # Pixels no tile reached are missing ones (skipped tiles); the clamp keeps them finite.
@@ -184,6 +250,10 @@ class BlendAssembler(BlockAssembler):
         return torch.cat(planes, dim=0)
 
 
-def make_assembler(plan: TilePlan, bands: OutputBands, device: torch.device | str) -> BlockAssembler:
-    """The assembler of ``plan.mode``."""
-    return (MarginAssembler if plan.mode == "margin" else BlendAssembler)(plan, bands, device)
+def make_assembler(
+    plan: TilePlan, bands: OutputBands, device: torch.device | str, upcoming: Sequence[Block] = ()
+) -> BlockAssembler:
+    """The assembler of ``plan.mode``; blend keeps tile predictions that the ``upcoming`` blocks share."""
+    if plan.mode == "margin":
+        return MarginAssembler(plan, bands, device)
+    return BlendAssembler(plan, bands, device, upcoming)

@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from flairkit.allocator import retained_freed_memory
 from flairkit.atomic import check_writable, write_text_atomic
 from flairkit.config.loading import save_resolved_config
 from flairkit.config.schema import FlairConfig
@@ -170,7 +171,7 @@ def train(config: FlairConfig, *, overwrite: bool = False, progress: bool = True
         for pattern in QUIET_WARNINGS:
             warnings.filterwarnings("ignore", message=pattern)
         # Lightning unpickles the resumed checkpoint itself: never with code execution allowed.
-        with safe_unpickling():
+        with safe_unpickling(), retained_freed_memory(config.train.retain_freed_memory):
             trainer.fit(task, datamodule=datamodule, ckpt_path=config.train.resume_from, weights_only=True)
     checkpoint_callback = trainer.checkpoint_callback
     best = Path(checkpoint_callback.best_model_path) if checkpoint_callback.best_model_path else None
