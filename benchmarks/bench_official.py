@@ -10,8 +10,9 @@ steps on the world's patches (confident predictions, as a released model makes),
 with their BatchNorm statistics calibrated on the patches; the logits of the four disabled classes are pushed
 down, as the released FLAIR-INC models never predict them. They are saved as the raw smp state dict that
 ``flair-detect`` loads. Every measurement runs in a fresh process. The flairkit variants are config overrides
-(``VARIANTS``): ``compat`` is flair-detect's tiling, ``default`` the ``flair detect`` defaults, ``-torch`` the
-torch network instead of ONNX Runtime.
+(``VARIANTS``): ``compat`` is flair-detect's tiling, ``compat-windows`` the same with each tile's centre
+written over the window flair-detect computes on the installed rasterio (``detect.flair_detect_windows``),
+``default`` the ``flair detect`` defaults, ``-torch`` the torch network instead of ONNX Runtime.
 
 Without ``--official`` only flairkit's figures are taken. ``--official`` is a checkout of IGNF/FLAIR-1 and
 ``--official-python`` the interpreter of the virtual environment where its requirements are installed
@@ -73,6 +74,9 @@ TORCH = ("detect.backend=torch",)
 VARIANTS = {
     "compat": Variant(COMPAT, "flair-detect's tiling (tiles 512, margin 128, batch 4), default network backend"),
     "compat-torch": Variant((*COMPAT, *TORCH), "compat, torch network (BatchNorm folded, channels_last)"),
+    "compat-windows": Variant(
+        (*COMPAT, "detect.flair_detect_windows=true"), "compat, centres over flair-detect's as-run windows"
+    ),
     "compat-torch-nchw": Variant((*COMPAT, *TORCH, "detect.channels_last=false"), "compat, torch network, NCHW"),
     "default": Variant((), "`flair detect` defaults (tiles fitted up to 1536, margin 128)"),
     "default-torch": Variant(TORCH, "defaults, torch network"),

@@ -157,3 +157,13 @@ def test_bench_official_against_official_code():
     (ours,) = table_rows(out, "flairkit compat")
     assert positive(official[3]) and positive(ours[4])
     assert 0 < float(ours[5]) <= 100
+
+
+def test_bench_training_times_the_real_training_loop():
+    out = run_script(
+        "bench_training.py", "--size", "32", "--batch", "2", "--warmup", "1", "--steps", "2", "--workers", "0"
+    )
+    (row,) = table_rows(out, "cpu")
+    assert row[1:4] == ["32", "no", "0"]
+    assert all(positive(cell) for cell in row[4:6])
+    assert 0 < float(row[7]) <= 100

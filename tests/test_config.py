@@ -43,6 +43,7 @@ def test_overrides_are_parsed_as_yaml_values():
     assert parse_override("model.encoder_weights=null") == {"model": {"encoder_weights": None}}
     config = load_config("demo", ["train.lr=0.5", "name=abc"])
     assert config.train.lr == 0.5 and config.name == "abc"
+    assert load_config(None, ["train.precision=32"]).train.precision == "32"  # a number in YAML
 
 
 def test_yaml_file_can_start_from_a_preset(tmp_path):

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from affine import Affine
 from rasterio.enums import Resampling
-from rasterio.features import shapes
+from rasterio.features import geometry_window, shapes
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 from shapely.geometry import shape
@@ -23,10 +24,10 @@ from flairkit.detection.reading import ResolutionWarning
 from flairkit.detection.resume import WorkDir
 from flairkit.detection.run import detect
 from flairkit.detection.stitching import BlendAssembler, OutputBands
-from flairkit.detection.tiling import TilePlan
+from flairkit.detection.tiling import TilePlan, flair_detect_windows
 from flairkit.errors import ConfigError, DataError, OutputExistsError
 from flairkit.nomenclature import get_nomenclature
-from test_detection_tiling import official_tiles
+from test_detection_tiling import official_layout, official_tiles
 
 NOMENCLATURE = get_nomenclature("15cl")
 K = NOMENCLATURE.n_targets
@@ -166,6 +167,47 @@ def test_margin_map_equals_a_brute_force_run_of_the_official_algorithm(ortho, tm
     assert not np.isin(got, NOMENCLATURE.disabled).any()
     # Blocks follow the official grid, so no tile is computed twice.
     assert summary.maps[0].tiles_per_rank == [len(official_tiles(300, 250, TILE, MARGIN))]
+
+
+def flair_detect_as_run(ortho: Path, model: nn.Module, out: Path) -> np.ndarray:
+    """flair-detect's writes replayed with rasterio: each tile's centre written over the window that
+    ``geometry_window(..., pixel_precision=6)`` gives for its float kept box, later tiles over earlier ones."""
+    with rasterio.open(ortho) as src:
+        profile = {"driver": "GTiff", "width": src.width, "height": src.height, "count": 1, "dtype": "uint8"}
+        with rasterio.open(out, "w+", **profile, transform=src.transform, crs=src.crs) as dst:
+            for (row, col), (left, bottom, right, top) in official_layout(src.width, src.height, TILE, MARGIN):
+                tile = src.read([1, 2, 3, 4, 5], window=Window(col, row, TILE, TILE), boundless=True, fill_value=0)
+                logits = model(torch.from_numpy(tile)[None].float())
+                logits[:, NOMENCLATURE.disabled] = float("-inf")
+                centre = logits.argmax(1)[0, MARGIN : TILE - MARGIN, MARGIN : TILE - MARGIN]
+                box = [(left, top), (right, top), (right, bottom), (left, bottom), (left, top)]
+                window = geometry_window(dst, [{"type": "Polygon", "coordinates": [box]}], pixel_precision=6)
+                dst.write(centre.numpy().astype(np.uint8)[None], window=window)
+            return dst.read(1)
+
+
+def test_flair_detect_windows_reproduce_its_maps_as_it_runs(ortho, tmp_path):
+    cols, rows = flair_detect_windows(300, 250, from_origin(843_000.0, 6_519_000.0, 0.2, 0.2), TILE, MARGIN)
+    assert {w.size for w in cols + rows} >= {MARGIN * 2, MARGIN * 2 + 1}, "the case needs stretched windows"
+    expected = flair_detect_as_run(ortho, PositionModel(), tmp_path / "official.tif")
+    cfg = config("detect.output_codes=index", "detect.fit_tiles=false", "detect.flair_detect_windows=true")
+    detect(cfg, PositionModel(), [ortho], tmp_path / "map.tif", block_size=64, progress=False)
+    np.testing.assert_array_equal(read(tmp_path / "map.tif"), expected)
+    detect(config("detect.output_codes=index"), PositionModel(), [ortho], tmp_path / "one.tif", block_size=64)
+    assert (read(tmp_path / "one.tif") != expected).mean() > 0.01  # one to one windows: another map
+
+
+def test_flair_detect_windows_need_margin_stitching_and_a_north_up_raster(ortho, tmp_path):
+    with pytest.raises(ConfigError, match=r"detect\.stitching=margin"):
+        cfg = config("detect.stitching=blend", "detect.flair_detect_windows=true")
+        detect(cfg, PositionModel(), [ortho], tmp_path / "a.tif", progress=False)
+    rotated = tmp_path / "rotated.tif"
+    with rasterio.open(ortho) as src:
+        profile = src.profile | {"transform": src.transform * Affine.rotation(10)}
+        with rasterio.open(rotated, "w", **profile) as dst:
+            dst.write(src.read())
+    with pytest.raises(DataError, match=r"rotated\.tif.*north-up"):
+        detect(config("detect.flair_detect_windows=true"), PositionModel(), [rotated], tmp_path / "b.tif")
 
 
 def test_blend_of_a_constant_model_is_constant_up_to_the_scene_borders(ortho, tmp_path):

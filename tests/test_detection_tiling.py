@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from flairkit.detection.reading import reflect_indices
 from flairkit.detection.tiling import (
     Span,
+    Tile,
     TilePlan,
     blend_tiles_1d,
     block_spans_1d,
@@ -22,12 +23,14 @@ RES = 0.2
 LEFT, TOP = 843_000.0, 6_519_000.0
 
 
-def official_tiles(width: int, height: int, tile: int, margin: int) -> list[tuple[tuple[int, int], tuple[Span, Span]]]:
-    """IGN's slicing, re-stated in map coordinates: [((read row, read col), (kept rows, kept cols))] in write order.
+def official_layout(
+    width: int, height: int, tile: int, margin: int
+) -> list[tuple[tuple[int, int], tuple[float, float, float, float]]]:
+    """IGN's slicing, re-stated in map coordinates: [((read row, read col), kept box)] in write order.
 
     Origins run from min - margin to max + margin by tile - 2*margin in x (left to right) and y (bottom to
-    top); tiles past max + margin are snapped back; duplicate kept boxes are dropped; kept boxes are
-    converted to pixel windows and clipped to the raster as rasterio's geometry_window does.
+    top); tiles past max + margin are snapped back; duplicate kept boxes are dropped. Kept boxes are
+    (left, bottom, right, top) in map coordinates, with the float noise of the official arithmetic.
     """
     right, bottom = LEFT + width * RES, TOP - height * RES
     size, geo_margin = tile * RES, margin * RES
@@ -44,10 +47,17 @@ def official_tiles(width: int, height: int, tile: int, margin: int) -> list[tupl
             if key in seen:
                 continue
             seen.add(key)
-            read = (round((TOP - (y + size)) / RES), round((x - LEFT) / RES))
-            rows = Span(max(round((TOP - kept[3]) / RES), 0), min(round((TOP - kept[1]) / RES), height))
-            cols = Span(max(round((kept[0] - LEFT) / RES), 0), min(round((kept[2] - LEFT) / RES), width))
-            tiles.append((read, (rows, cols)))
+            tiles.append(((round((TOP - (y + size)) / RES), round((x - LEFT) / RES)), kept))
+    return tiles
+
+
+def official_tiles(width: int, height: int, tile: int, margin: int) -> list[tuple[tuple[int, int], tuple[Span, Span]]]:
+    """:func:`official_layout` with kept boxes as pixel windows, rounded and clipped to the raster."""
+    tiles = []
+    for read, (left, bottom, right, top) in official_layout(width, height, tile, margin):
+        rows = Span(max(round((TOP - top) / RES), 0), min(round((TOP - bottom) / RES), height))
+        cols = Span(max(round((left - LEFT) / RES), 0), min(round((right - LEFT) / RES), width))
+        tiles.append((read, (rows, cols)))
     return tiles
 
 
@@ -205,3 +215,20 @@ def test_blend_blocks_sit_on_tile_origins_so_few_tiles_run_twice():
     assert runs["blend"] <= 1.3 * blend_plan.n_tiles  # (2048/256 + 1)² / (2048/256)² per interior block
     starts = {b.cols.start for b in blend_plan.blocks} - {0}
     assert all((s + 128) % 256 == 0 for s in starts)
+
+
+@pytest.mark.parametrize(("pixels", "window"), [(256, 257), (256, 258), (4, 7), (5, 4), (256, 100)])
+def test_stretched_centres_follow_gdal_writes_into_windows_of_another_size(tmp_path, pixels, window):
+    import rasterio
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+
+    profile = {"driver": "GTiff", "width": window + 6, "height": 1, "count": 1, "dtype": "uint16"}
+    with rasterio.open(tmp_path / "w.tif", "w+", **profile, transform=from_origin(LEFT, TOP, RES, RES)) as dst:
+        dst.write(np.arange(pixels, dtype=np.uint16)[None, None], window=Window(3, 0, window, 1))
+        written = dst.read(1)[0, 3 : 3 + window]
+    tile = Tile(0, 0, pixels, Span(0, 1), Span(3, 3 + window), (0, 0), None, Span(0, pixels))
+    _, cols = tile.pixels(Span(0, 1), Span(3, 3 + window))
+    np.testing.assert_array_equal(np.arange(pixels)[cols], written)
+    _, part = tile.pixels(Span(0, 1), Span(5, 3 + window))  # the part of the window inside a block
+    np.testing.assert_array_equal(np.arange(pixels)[part], written[2:])

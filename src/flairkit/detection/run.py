@@ -35,7 +35,14 @@ from flairkit.detection.reading import InputRaster, expand_inputs, inspect_input
 from flairkit.detection.resume import WorkDir
 from flairkit.detection.stitching import NODATA_TARGET, OutputBands
 from flairkit.detection.summary import DetectionSummary, MapSummary, make_progress, print_summary
-from flairkit.detection.tiling import Block, StitchingMode, TilePlan, fitted_tile_size, resolve_block_size
+from flairkit.detection.tiling import (
+    Block,
+    StitchingMode,
+    TilePlan,
+    fitted_tile_size,
+    flair_detect_windows,
+    resolve_block_size,
+)
 from flairkit.detection.vectorize import write_polygons
 from flairkit.detection.writing import (
     GDAL_CACHE_BYTES,
@@ -70,6 +77,7 @@ class _Settings:
     fit_tiles: bool
     margin: int
     mode: StitchingMode
+    flair_detect_windows: bool
     block_size: int | None
     batch_size: int
     backend: str
@@ -92,7 +100,14 @@ class _Settings:
         if self.fit_tiles:
             tile = fitted_tile_size(raster.width, raster.height, tile, self.margin)
         block = resolve_block_size(tile, self.margin, self.block_size)
-        return TilePlan(raster.width, raster.height, tile, self.margin, self.mode, block)
+        kept_windows = None
+        if self.flair_detect_windows:
+            try:
+                cols, rows = flair_detect_windows(raster.width, raster.height, raster.transform, tile, self.margin)
+            except ValueError as error:
+                raise DataError(f"{raster.path}: {error}; set detect.flair_detect_windows=false") from None
+            kept_windows = (tuple(cols), tuple(rows))
+        return TilePlan(raster.width, raster.height, tile, self.margin, self.mode, block, kept_windows)
 
     def manifest(self) -> dict[str, Any]:
         return {
@@ -103,6 +118,7 @@ class _Settings:
             "fit_tiles": self.fit_tiles,
             "margin": self.margin,
             "stitching": self.mode,
+            "flair_detect_windows": self.flair_detect_windows,
             "block_size": self.block_size,
             "batch_size": self.batch_size,
             "backend": self.backend,
@@ -124,6 +140,11 @@ def _resolve_settings(config: FlairConfig, block_size: int | None) -> _Settings:
         block_size = detect.block_size
     if block_size is not None and block_size <= 0:
         raise ConfigError(f"the block size must be a positive number of pixels, got {block_size}")
+    if detect.flair_detect_windows and detect.stitching != "margin":
+        raise ConfigError(
+            "detect.flair_detect_windows reproduces flair-detect's margin stitching; "
+            "set detect.stitching=margin or detect.flair_detect_windows=false"
+        )
     nomenclature = get_nomenclature(config.data.nomenclature)
     enabled_names = [nomenclature.names[t] for t in nomenclature.enabled]
     probabilities = []
@@ -142,6 +163,7 @@ def _resolve_settings(config: FlairConfig, block_size: int | None) -> _Settings:
         fit_tiles=detect.fit_tiles,
         margin=detect.margin,
         mode=detect.stitching,
+        flair_detect_windows=detect.flair_detect_windows,
         block_size=block_size,
         batch_size=detect.batch_size,
         backend=detect.backend,

@@ -79,6 +79,10 @@ def contributes(tile: Tile, block: Block, valid: np.ndarray | None) -> bool:
     return bool(valid[rows.start - r0 : rows.stop - r0, cols.start - c0 : cols.stop - c0].any())
 
 
+def _on_device(index: slice | np.ndarray, device: torch.device) -> slice | torch.Tensor:
+    return index if isinstance(index, slice) else torch.as_tensor(index, device=device)
+
+
 def _to_uint8(probabilities: torch.Tensor) -> torch.Tensor:
     return torch.round(probabilities * 255).to(torch.uint8)
 
@@ -146,11 +150,15 @@ class MarginAssembler(BlockAssembler):
         if self.bands.scores:
             planes.extend(self._score_bands(torch.softmax(centre, dim=1)))
         stacked = torch.stack(planes, dim=1)
+        block = self._block
         for i, tile in enumerate(tiles):
-            window = _window(tile, self._block, tile.row + margin, tile.col + margin)
-            if window is not None:
-                tile_rows, tile_cols, block_rows, block_cols = window
-                self._out[:, block_rows, block_cols] = stacked[i, :, tile_rows, tile_cols]
+            rows, cols = tile.keep_rows.intersect(block.rows), tile.keep_cols.intersect(block.cols)
+            if rows is None or cols is None:
+                continue
+            tile_rows, tile_cols = (_on_device(p, self.device) for p in tile.pixels(rows, cols, first=margin))
+            block_rows = slice(rows.start - block.rows.start, rows.stop - block.rows.start)
+            block_cols = slice(cols.start - block.cols.start, cols.stop - block.cols.start)
+            self._out[:, block_rows, block_cols] = stacked[i][:, tile_rows][:, :, tile_cols]
 
     def _finish(self) -> torch.Tensor:
         return self._out

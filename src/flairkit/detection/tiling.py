@@ -15,7 +15,9 @@ coordinates, so columns start at the left edge and rows at the *bottom* edge; a 
 ``max + margin`` is snapped back so that it ends there (duplicates removed); each tile keeps its centre
 (``margin`` cropped on every side) and a tile written later overwrites an earlier one (columns left to
 right, rows bottom to top). The official code writes kept windows that start before the raster with
-GDAL resampling when the raster is narrower than one step; here they are clipped instead.
+GDAL resampling when the raster is narrower than one step; here they are clipped instead, unless the plan
+carries the windows flair-detect computes (:func:`flair_detect_windows`), over which each tile's centre is
+then stretched or squeezed as GDAL does.
 
 ``blend`` mode covers the scene extended by ``margin`` on every side with tiles ``tile - 2 * margin``
 apart (the last one shifted inward), reads outside the scene by reflection, and averages the
@@ -26,11 +28,16 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
+from types import SimpleNamespace
 from typing import Literal
 
 import numpy as np
+from rasterio.features import geometry_window
+from rasterio.transform import Affine
+from rasterio.windows import Window
 
 StitchingMode = Literal["margin", "blend"]
 DEFAULT_BLOCK_SIDE = 2048
@@ -61,6 +68,9 @@ class Tile1D:
 
     origin: int
     keep: Span
+    source: Span | None = None
+    """Tile pixels (from ``origin``) that ``keep`` shows, stretched or squeezed over it as GDAL writes a
+    buffer into a window of another size (nearest); None: ``keep`` shows its own pixels, one to one."""
 
 
 def step_of(tile_size: int, margin: int) -> int:
@@ -83,6 +93,58 @@ def margin_tiles_1d(length: int, tile_size: int, margin: int) -> list[Tile1D]:
         # The snapped tile ends at length + margin; it keeps the last `step` pixels.
         tiles.append(Tile1D(length + margin - tile_size, Span(max(length - step, 0), length)))
     return tiles
+
+
+def flair_detect_windows(
+    width: int, height: int, transform: Affine, tile_size: int, margin: int
+) -> tuple[list[Span], list[Span]]:
+    """The pixel windows where flair-detect, as it runs on the installed rasterio, writes each tile's centre.
+
+    flair-detect lays tiles out in map coordinates (floats), as :func:`margin_tiles_1d` does in pixels, and
+    asks ``rasterio.features.geometry_window(..., pixel_precision=6)`` for each kept square. rasterio 1.3 and
+    later ignore ``pixel_precision`` and take the floor and ceiling of the float pixel bounds, so float
+    noise widens some windows by a pixel, and GDAL stretches the centre over them when writing. Returns the
+    column windows (left to right) and row windows (bottom to top), in :func:`margin_tiles_1d`'s order.
+    """
+    if transform.b or transform.d:
+        raise ValueError("flair-detect's windows are defined for north-up rasters only (no rotation)")
+    grid = SimpleNamespace(transform=transform, width=width, height=height)
+    left, top = transform.c, transform.f
+    right, bottom = left + transform.a * width, top + transform.e * height
+    # As flair-detect: resolution rounded to 5 decimals, origins from np.arange, duplicates dropped.
+    columns = _flair_detect_kept_bounds(left, right, tile_size, margin, abs(round(transform.a, 5)))
+    rows = _flair_detect_kept_bounds(bottom, top, tile_size, margin, abs(round(-transform.e, 5)))
+
+    def window(xs: tuple[float, float], ys: tuple[float, float]) -> Window:
+        (x0, x1), (y0, y1) = xs, ys
+        ring = [(x0, y1), (x1, y1), (x1, y0), (x0, y0), (x0, y1)]
+        with warnings.catch_warnings():  # rasterio's own use of the affine package, not ours to fix
+            warnings.simplefilter("ignore", PendingDeprecationWarning)
+            return geometry_window(grid, [{"type": "Polygon", "coordinates": [ring]}], pixel_precision=6)
+
+    col_windows = [window(xs, rows[0]) for xs in columns]
+    row_windows = [window(columns[0], ys) for ys in rows]
+    return (
+        [Span(int(w.col_off), int(w.col_off + w.width)) for w in col_windows],
+        [Span(int(w.row_off), int(w.row_off + w.height)) for w in row_windows],
+    )
+
+
+def _flair_detect_kept_bounds(
+    low: float, high: float, tile_size: int, margin: int, resolution: float
+) -> list[tuple[float, float]]:
+    """flair-detect's kept intervals along an axis of map coordinates, with its float arithmetic."""
+    size, pad = tile_size * resolution, margin * resolution
+    kept, seen = [], set()
+    for origin in np.arange(low - pad, high + pad, size - 2 * pad):
+        if origin + size > high + pad:
+            origin = high + pad - size
+        start, stop = origin + pad, min(origin + size - pad, high)
+        key = (round(start, 6), round(stop, 6))
+        if key not in seen:
+            seen.add(key)
+            kept.append((start, stop))
+    return kept
 
 
 def blend_tiles_1d(length: int, tile_size: int, margin: int) -> list[Tile1D]:
@@ -157,6 +219,26 @@ class Tile:
     keep_cols: Span
     order: tuple[int, int]
     """Painting order in margin mode (later wins): (column index, row index counted from the bottom)."""
+    source_rows: Span | None = None
+    """Tile rows that ``keep_rows`` shows (see :attr:`Tile1D.source`); None: one to one."""
+    source_cols: Span | None = None
+
+    def pixels(self, rows: Span, cols: Span, first: int = 0) -> tuple[slice | np.ndarray, slice | np.ndarray]:
+        """Indices, into an array of this tile starting at tile pixel ``first``, of the map pixels ``rows`` x
+        ``cols`` (inside the kept window)."""
+        return (
+            _tile_pixels(self.row, self.keep_rows, self.source_rows, rows, first),
+            _tile_pixels(self.col, self.keep_cols, self.source_cols, cols, first),
+        )
+
+
+def _tile_pixels(origin: int, keep: Span, source: Span | None, part: Span, first: int) -> slice | np.ndarray:
+    offset = part.start - keep.start
+    if source is None or source.size == keep.size:
+        start = (keep.start - origin if source is None else source.start) + offset - first
+        return slice(start, start + part.size)
+    # GDAL's nearest rule when a buffer of n pixels is written over a window of m: pixel i takes i * n // m.
+    return source.start - first + np.arange(offset, offset + part.size) * source.size // keep.size
 
 
 @dataclass(frozen=True)
@@ -182,11 +264,16 @@ class TilePlan:
     margin: int
     mode: StitchingMode
     block_size: int
+    kept_windows: tuple[tuple[Span, ...], tuple[Span, ...]] | None = None
+    """Margin mode: the column and row windows each tile's centre is written over
+    (:func:`flair_detect_windows`); None: each tile keeps its centre, one to one."""
 
     def __post_init__(self) -> None:
         if self.width <= 0 or self.height <= 0:
             raise ValueError(f"empty scene {self.width}x{self.height}")
         step_of(self.tile_size, self.margin)
+        if self.kept_windows is not None and self.mode != "margin":
+            raise ValueError("kept windows apply to margin stitching only")
 
     @property
     def step(self) -> int:
@@ -194,8 +281,10 @@ class TilePlan:
 
     @cached_property
     def _cols(self) -> list[Tile1D]:
-        tiles = margin_tiles_1d if self.mode == "margin" else blend_tiles_1d
-        return tiles(self.width, self.tile_size, self.margin)
+        if self.mode == "blend":
+            return blend_tiles_1d(self.width, self.tile_size, self.margin)
+        tiles = margin_tiles_1d(self.width, self.tile_size, self.margin)
+        return self._over_kept_windows(tiles, 0)
 
     @cached_property
     def _rows(self) -> list[Tile1D]:
@@ -203,10 +292,21 @@ class TilePlan:
         if self.mode == "blend":
             return blend_tiles_1d(self.height, self.tile_size, self.margin)
         # Official rows are laid out from the bottom edge upward: mirror them into row coordinates.
-        return [
+        tiles = [
             Tile1D(self.height - (t.origin + self.tile_size), mirror(t.keep, self.height))
             for t in margin_tiles_1d(self.height, self.tile_size, self.margin)
         ]
+        return self._over_kept_windows(tiles, 1)
+
+    def _over_kept_windows(self, tiles: list[Tile1D], axis: int) -> list[Tile1D]:
+        """``tiles`` with their centres written over ``kept_windows[axis]``, when given."""
+        if self.kept_windows is None:
+            return tiles
+        windows = self.kept_windows[axis]
+        if len(windows) != len(tiles):
+            raise ValueError(f"{len(windows)} kept windows for {len(tiles)} tiles along axis {axis}")
+        centre = Span(self.margin, self.margin + self.step)
+        return [Tile1D(t.origin, window, centre) for t, window in zip(tiles, windows, strict=True)]
 
     @cached_property
     def blocks(self) -> list[Block]:
@@ -245,6 +345,8 @@ class TilePlan:
                 keep_rows=self._rows[i].keep,
                 keep_cols=self._cols[j].keep,
                 order=(j, i),
+                source_rows=self._rows[i].source,
+                source_cols=self._cols[j].source,
             )
             for i in rows
             for j in cols

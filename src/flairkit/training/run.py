@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -74,8 +75,14 @@ def _next_csv_version(run_dir: Path) -> str:
     return f"attempt_{attempt}"
 
 
-def build_trainer(config: FlairConfig, run_dir: Path, progress: bool = True, **overrides: Any) -> L.Trainer:
-    """A Lightning trainer with FLAIR's checkpointing, early stopping and logs for ``config``."""
+def build_trainer(
+    config: FlairConfig,
+    run_dir: Path,
+    progress: bool = True,
+    extra_callbacks: Sequence[L.Callback] = (),
+    **overrides: Any,
+) -> L.Trainer:
+    """A Lightning trainer with FLAIR checkpoints, early stopping, logs for ``config``, and ``extra_callbacks``."""
     train = config.train
     callbacks: list[L.Callback] = [
         ModelCheckpoint(
@@ -91,6 +98,7 @@ def build_trainer(config: FlairConfig, run_dir: Path, progress: bool = True, **o
     ]
     if train.early_stopping_patience is not None:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=train.early_stopping_patience))
+    callbacks.extend(extra_callbacks)
     if train.sync_batchnorm and not torch.cuda.is_available():
         raise ConfigError("train.sync_batchnorm needs GPUs (SyncBatchNorm has no CPU implementation); set it to false")
     strategy = train.strategy
@@ -142,11 +150,13 @@ def _class_weights(config: FlairConfig, datamodule: FlairDataModule) -> torch.Te
     return balanced_class_weights(aerial_class_weights(get_nomenclature(config.data.nomenclature)), counts)
 
 
-def train(config: FlairConfig, *, overwrite: bool = False, progress: bool = True) -> TrainResult:
+def train(
+    config: FlairConfig, *, overwrite: bool = False, progress: bool = True, callbacks: Sequence[L.Callback] = ()
+) -> TrainResult:
     """Train the model of ``config``; resume when ``config.train.resume_from`` is set.
 
     Writes the resolved config, TensorBoard and CSV logs and checkpoints (best on val_loss + last)
-    under ``config.run_dir``.
+    under ``config.run_dir``. ``callbacks`` are Lightning callbacks run besides flairkit's own.
     """
     from flairkit.models.checkpoints import check_resume_checkpoint, load_weights, safe_unpickling
 
@@ -166,7 +176,7 @@ def train(config: FlairConfig, *, overwrite: bool = False, progress: bool = True
     if config.train.init_weights is not None and not resuming:
         load_weights(model, config.train.init_weights)
     task = SegmentationTask(config, model=model, class_weights=_class_weights(config, datamodule))
-    trainer = build_trainer(config, run_dir, progress=progress)
+    trainer = build_trainer(config, run_dir, progress=progress, extra_callbacks=callbacks)
     with warnings.catch_warnings():
         for pattern in QUIET_WARNINGS:
             warnings.filterwarnings("ignore", message=pattern)
