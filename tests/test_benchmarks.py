@@ -137,8 +137,9 @@ def test_agreement_reads_flair_codes_and_official_indices(tmp_path):
 def test_training_rows_ratios_are_against_the_official_code():
     bench = load_benchmark("bench_official")
     official = {"load_s_per_batch": 1.0, "step_s": 4.0, "peak_rss_mb": 5000.4}
-    ours = {"NCHW": {"load_s_per_batch": 0.5, "step_s": 2.0, "peak_rss_mb": 6000.0}}
-    rows = bench.training_rows(ours, official, batch=10)
+    ours = {"load_s_per_batch": 0.5, "step_s": 2.0, "peak_rss_mb": 6000.0}
+    entries = [("official FLAIR-1", "NCHW", official), ("flairkit", "NCHW", ours)]
+    rows = bench.training_rows(entries, official, batch=10)
     assert rows[0][:6] == ["official FLAIR-1", "NCHW", "10.00", "2.500", "2.000", "5000"]
     assert rows[1] == ["flairkit", "NCHW", "20.00", "5.000", "4.000", "6000", "2.00x", "2.00x"]
 
