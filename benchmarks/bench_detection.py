@@ -15,15 +15,13 @@ import argparse
 import json
 import os
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from common import markdown_table, record
+from common import markdown_table, record, run_in_child
 
 FRANCE_KM2 = 550_000
 
@@ -125,12 +123,7 @@ def main() -> None:
                     "device": options.device,
                     "overrides": options.set,
                 }
-                done = subprocess.run(
-                    [sys.executable, __file__, "--child", json.dumps(args)], capture_output=True, text=True, check=False
-                )
-                if done.returncode:
-                    sys.exit(f"run {size} px {mode} failed:\n{done.stderr[-3000:]}")
-                result = json.loads(done.stdout.strip().splitlines()[-1])
+                result = run_in_child(__file__, args, f"run {size} px {mode}")
                 speed = result["km2"] / result["seconds"] * 3600
                 rows.append(
                     [

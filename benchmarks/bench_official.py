@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import best_of, markdown_table, record
+from common import best_of, markdown_table, record, run_in_child
 
 PRESET = "FLAIR-INC_rgbie_15cl_resnet34-unet"
 SEED = 0
@@ -246,11 +246,7 @@ def child_train(args: dict) -> dict:
 
 def run_child(task: str, args: dict) -> dict:
     """Run ``child_<task>(args)`` in a fresh interpreter and return its JSON figures."""
-    payload = json.dumps({"task": task, **args})
-    done = subprocess.run([sys.executable, __file__, "--child", payload], capture_output=True, text=True, check=False)
-    if done.returncode:
-        sys.exit(f"flairkit {task} run failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_in_child(__file__, {"task": task, **args}, f"flairkit {task} run")
 
 
 # ---------------------------------------------------------------------------------------------- official

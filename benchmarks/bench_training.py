@@ -17,13 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import markdown_table, record
+from common import markdown_table, record, run_in_child
 
 
 def child(args: dict) -> dict:
@@ -83,16 +81,6 @@ def child(args: dict) -> dict:
     }
 
 
-def run_setting(args: dict) -> dict:
-    """``child(args)`` in a fresh interpreter."""
-    done = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps(args)], capture_output=True, text=True, check=False
-    )
-    if done.returncode:
-        sys.exit(f"training run failed ({args['precision']}, compile={args['compile']}):\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -129,7 +117,7 @@ def main() -> None:
                     "steps": options.steps,
                     "out": str(Path(tmp) / f"runs-{precision}-{compiled}"),
                 }
-                figures = run_setting(args)
+                figures = run_in_child(__file__, args, f"training run ({precision}, compile={compiled})")
                 step, wait = figures["step_s"], figures["wait_s"]
                 rows.append(
                     [

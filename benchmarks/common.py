@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -56,3 +58,16 @@ def record(title: str, table: str, notes: str = "", write: bool = True) -> None:
             BENCHMARKS_MD.write_text("# Benchmarks\n\nFigures appended by the scripts in `benchmarks/`.\n")
         with BENCHMARKS_MD.open("a", encoding="utf-8") as handle:
             handle.write(section)
+
+
+def run_in_child(script: str, args: dict, what: str) -> dict:
+    """Run ``script --child <args as JSON>`` in a fresh interpreter; return the JSON of its last output line.
+
+    Exits naming ``what`` with the end of the child's stderr when it fails.
+    """
+    done = subprocess.run(
+        [sys.executable, script, "--child", json.dumps(args)], capture_output=True, text=True, check=False
+    )
+    if done.returncode:
+        sys.exit(f"{what} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
