@@ -1,8 +1,8 @@
 """Training data throughput: FLAIR patches read from GeoTIFF, normalised and augmented, per loader setting.
 
-python benchmarks/bench_data.py [--size 512] [--patches 40] [--batch 10] [--workers 0 1] [--epochs 3] [--no-write]
+python benchmarks/bench_data.py [--size 512] [--patches 40] [--batch 10] [--workers 0 1] [--epochs 3] [--record]
 
-A synthetic world (``flairkit.data.synth``, FLAIR layout, 5-band uint8 LZW patches and masks) is read through
+A synthetic world (``flairkit.synth``, FLAIR layout, 5-band uint8 LZW patches and masks) is read through
 ``FlairDataModule``'s train loader (``PatchDataset``, ``EpochShuffleSampler``, ``collate_patches``) and every batch
 is turned into model inputs as the training task does: ``Normalizer`` then ``augment_batch`` (hflip, vflip,
 rot90 at the config's probability). Each loader setting is timed over whole epochs (best epoch kept, the first
@@ -21,12 +21,12 @@ from pathlib import Path
 
 import torch
 
-from common import best_of, markdown_table, record
+from common import add_record_option, best_of, markdown_table, record
 
 
 def make_world(folder: Path, size: int, patches: int) -> Path:
     """A one-area synthetic world of ``patches`` patches of ``size`` px; returns its train CSV list."""
-    from flairkit.data.synth import SynthOptions, synthesize_world
+    from flairkit.synth.world import SynthOptions, synthesize_world
 
     options = SynthOptions(
         n_domains=1,
@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1], help="loader processes to compare")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats of each stage")
-    parser.add_argument("--no-write", action="store_true", help="print only, do not append to BENCHMARKS.md")
+    add_record_option(parser)
     options = parser.parse_args()
     load_before = os.getloadavg()[0]
     rows = []
@@ -137,7 +137,7 @@ def main() -> None:
         f"stages: best of {options.repeats}."
     )
     notes += f" 1-min load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after."
-    record("Training data loading", loader_table + "\n\n" + stage_table, notes, write=not options.no_write)
+    record("Training data loading", loader_table + "\n\n" + stage_table, notes, write=options.record)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Zone detection throughput (km²/h) and peak memory on synthetic orthophotos, margin and blend stitching.
 
 python benchmarks/bench_detection.py [--sizes 2048 4096] [--modes margin blend] [--device cpu]
-                                     [--set detect.tile_size=512 ...] [--no-write]
+                                     [--set detect.tile_size=512 ...] [--record]
 
 Each (size, mode) runs in its own process with a U-Net ResNet34, 5 bands, random weights (throughput does
 not depend on the weights), the ``flair detect`` defaults unless ``--set`` overrides them (e.g.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import markdown_table, record, run_in_child
+from common import add_record_option, markdown_table, record, run_in_child
 
 FRANCE_KM2 = 550_000
 
@@ -65,23 +65,33 @@ def _vm_hwm_kb() -> int | None:
 
 
 def child(args: dict) -> dict:
-    """One detection run (in a fresh process): seconds, throughput, tiles and peak memory."""
+    """One detection run (in a fresh process): seconds, throughput, tiles, peak RSS and peak GPU memory.
+
+    The network has random weights (seed 0), or those of the state dict ``args["weights"]`` when given.
+    """
     import torch
 
     from flairkit.config import load_config
     from flairkit.detection.run import detect
     from flairkit.models.factory import build_aerial_model
+    from flairkit.models.loader import load_model
 
     config = load_config(
         "FLAIR-INC_rgbie_15cl_resnet34-unet",
         ["model.encoder_weights=null", f"detect.stitching={args['mode']}", *args["overrides"]],
     )
     torch.manual_seed(0)
-    model = build_aerial_model(config, pretrained_encoder=False)
+    if args.get("weights"):
+        model = load_model(config, args["weights"])
+    else:
+        model = build_aerial_model(config, pretrained_encoder=False)
     if Path("/proc/self/clear_refs").exists():
         Path("/proc/self/clear_refs").write_text("5")  # peak of the detection, not of the imports
+    cuda = args["device"].startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(args["device"])
     start = time.perf_counter()
-    summary = detect(config, model, [Path(args["input"])], Path(args["output"]), device=args["device"], progress=False)
+    summary = detect(config, model, [Path(args["input"])], Path(args["output"]), device=args["device"])
     seconds = time.perf_counter() - start
     peak = _vm_hwm_kb() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     report = summary.maps[0]
@@ -93,7 +103,13 @@ def child(args: dict) -> dict:
         "tiles": sum(report.tiles_per_rank),
         "blocks": report.blocks,
         "peak_rss_mb": peak / 1024,
+        "peak_gpu_mib": torch.cuda.max_memory_allocated(args["device"]) / 2**20 if cuda else None,
     }
+
+
+def run_detection(args: dict) -> dict:
+    """:func:`child` in a fresh interpreter. ``args``: input, output, mode, device, overrides [, weights]."""
+    return run_in_child(__file__, args, f"detection run ({args['mode']}, {' '.join(args['overrides'])})")
 
 
 def main() -> None:
@@ -102,7 +118,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["margin", "blend"], choices=["margin", "blend"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides (detect.*)")
-    parser.add_argument("--no-write", action="store_true", help="print only, do not append to BENCHMARKS.md")
+    add_record_option(parser)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.child:
@@ -123,7 +139,7 @@ def main() -> None:
                     "device": options.device,
                     "overrides": options.set,
                 }
-                result = run_in_child(__file__, args, f"run {size} px {mode}")
+                result = run_detection(args)
                 speed = result["km2"] / result["seconds"] * 3600
                 rows.append(
                     [
@@ -153,7 +169,7 @@ def main() -> None:
         f"Load average (1 min) {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end: "
         "other work on the machine slows these figures down."
     )
-    record("Zone detection (flair detect)", markdown_table(header, rows), notes, write=not options.no_write)
+    record("Zone detection (flair detect)", markdown_table(header, rows), notes, write=options.record)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Training-step and inference throughput of a FLAIR U-Net, and the share of the machine's matmul peak.
 
 python benchmarks/bench_model.py [--size 512] [--batch 10] [--infer-batch 4] [--encoder resnet34] [--repeats 3]
-                                 [--backends nchw channels_last frozen onnx] [--no-train] [--no-write]
+                                 [--backends nchw channels_last frozen onnx] [--no-train] [--record]
 
 Backends: ``nchw`` and ``channels_last`` are the eager model in each memory format (training step =
 forward, weighted cross entropy, backward, SGD step, freed memory retained as ``flair train`` does);
@@ -23,12 +23,12 @@ from collections.abc import Callable
 
 import torch
 
-from common import best_of, markdown_table, record
+from common import add_record_option, best_of, markdown_table, record
 from flairkit.allocator import retained_freed_memory
 from flairkit.config import load_config
-from flairkit.models.export import onnx_runtime_model
 from flairkit.models.factory import build_aerial_model
 from flairkit.models.inference import fold_batchnorm
+from flairkit.models.onnx import onnx_runtime_model
 from flairkit.nomenclature import get_nomenclature
 from flairkit.training.losses import aerial_class_weights, weighted_cross_entropy
 
@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     parser.add_argument("--no-train", action="store_true", help="inference only")
-    parser.add_argument("--no-write", action="store_true", help="print only, do not append to BENCHMARKS.md")
+    add_record_option(parser)
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
     config = load_config(None, [f"model.encoder={args.encoder}", "model.encoder_weights=null"])
@@ -161,7 +161,7 @@ def main() -> None:
         f"{flops / args.infer_batch / 1e9:.1f} GFLOP per patch."
     )
     notes += f" 1-min load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after."
-    record("Training step and inference", table, notes, write=not args.no_write)
+    record("Training step and inference", table, notes, write=args.record)
 
 
 if __name__ == "__main__":

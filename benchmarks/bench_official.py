@@ -2,9 +2,9 @@
 
 python benchmarks/bench_official.py [--official FLAIR-1 --official-python PY] [--official-exact-windows]
                                     [--ortho-size 2048] [--size 512] [--batch 10] [--repeats 2] [--train-steps 100]
-                                    [--variants compat compat-torch default default-torch ...] [--no-write]
+                                    [--variants compat compat-torch default default-torch ...] [--record]
 
-One synthetic world (``flairkit.data.synth``: patches of ``--size`` px and one orthophoto of ``--ortho-size`` px)
+One synthetic world (``flairkit.synth``: patches of ``--size`` px and one orthophoto of ``--ortho-size`` px)
 and one U-Net ResNet34 (5 bands, 19 logits) serve both codes. The weights are trained for ``--train-steps``
 steps on the world's patches (confident predictions, as a released model makes), or, with 0, random (seed 0)
 with their BatchNorm statistics calibrated on the patches; the logits of the four disabled classes are pushed
@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import best_of, markdown_table, record, run_in_child
+from common import add_record_option, best_of, markdown_table, record, run_in_child
 
 PRESET = "FLAIR-INC_rgbie_15cl_resnet34-unet"
 SEED = 0
@@ -60,6 +60,7 @@ DISABLED_LOGIT = -1000.0
 IMAGENET_RESNET34 = "resnet34-333f7ec4.pth"
 """File name under which smp 0.3.3 looks for the ImageNet ResNet34 in the torch hub cache."""
 LOOPBACK_PROXY = "http://127.0.0.1:9"
+OFFICIAL_REPOSITORY = "https://github.com/IGNF/FLAIR-1"
 GLIBC_RETAIN_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}
 """glibc's environment variables for what ``train.retain_freed_memory`` does in flairkit's process."""
 
@@ -89,7 +90,7 @@ VARIANTS = {
 
 def world_options(size: int, ortho_size: int, patches: int):
     """A one-area synthetic world: ``patches`` patches of ``size`` px and one orthophoto."""
-    from flairkit.data.synth import SynthOptions
+    from flairkit.synth.world import SynthOptions
 
     return SynthOptions(
         n_domains=1,
@@ -112,13 +113,15 @@ def bench_config(overrides: tuple[str, ...] = ()):
     return load_config(PRESET, ["model.encoder_weights=null", *overrides])
 
 
-def make_weights(csv: Path, path: Path, train_steps: int = 0) -> None:
+def make_weights(csv: Path, path: Path, train_steps: int = 0, device: str = "cpu") -> None:
     """Save the benchmark network's smp state dict (the layout flair-detect loads), disabled classes switched off.
 
     With ``train_steps`` the network (seeded random start) is trained for that many steps on random crops of
     the world's patches; otherwise it keeps its random weights and only its BatchNorm statistics are
     calibrated on the patches (initial statistics, mean 0 and variance 1, leave activations unnormalised).
     Either way the disabled classes get a constant, very low logit, as the released models never predict them.
+    The steps run on ``device`` (crops are cut and augmented on the CPU, so the result does not depend on it
+    beyond floating-point rounding).
     """
     import torch
 
@@ -139,7 +142,8 @@ def make_weights(csv: Path, path: Path, train_steps: int = 0) -> None:
     images, targets = patches["image"], patches["target"].long()
     normalizer = Normalizer.from_config(config.data.normalization)
     if train_steps:
-        criterion = weighted_cross_entropy(aerial_class_weights(nomenclature))
+        model.to(device)
+        criterion = weighted_cross_entropy(aerial_class_weights(nomenclature)).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=TRAIN_LR)
         generator = torch.Generator().manual_seed(SEED)
         crop = min(TRAIN_CROP, images.shape[-1])
@@ -149,8 +153,9 @@ def make_weights(csv: Path, path: Path, train_steps: int = 0) -> None:
             window = (index, slice(None), slice(row, row + crop), slice(col, col + crop))
             x, y = augment_batch(normalizer(images[window]), targets[window[:1] + window[2:]], 0.5, generator)
             optimizer.zero_grad(set_to_none=True)
-            criterion(model(x), y).backward()
+            criterion(model(x.to(device)), y.to(device)).backward()
             optimizer.step()
+        model.cpu()
     else:
         for module in model.modules():
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
@@ -172,12 +177,12 @@ def make_weights(csv: Path, path: Path, train_steps: int = 0) -> None:
 def child_detect(args: dict) -> dict:
     """flairkit zone detection of one variant: seconds from loading the weights to the closed map."""
     from flairkit.detection.run import detect
-    from flairkit.models.checkpoints import load_model
+    from flairkit.models.loader import load_model
 
     config = bench_config(VARIANTS[args["variant"]].overrides)
     start = time.perf_counter()
     model = load_model(config, args["weights"])
-    summary = detect(config, model, [Path(args["input"])], Path(args["output"]), progress=False)
+    summary = detect(config, model, [Path(args["input"])], Path(args["output"]))
     seconds = time.perf_counter() - start
     report = summary.maps[0]
     return {
@@ -203,7 +208,7 @@ def child_train(args: dict) -> dict:
     """flairkit training with one of TRAIN_SETTINGS: seconds per loaded batch and per step, peak RSS."""
     from flairkit.allocator import retained_freed_memory
     from flairkit.data.datamodule import FlairDataModule
-    from flairkit.models.checkpoints import load_model
+    from flairkit.models.loader import load_model
     from flairkit.training.module import SegmentationTask
 
     channels_last, compiled, retain = TRAIN_SETTINGS[args["setting"]]
@@ -467,18 +472,23 @@ def weights_description(options: argparse.Namespace) -> str:
     return f"random, seed {SEED}, BatchNorm statistics calibrated on the world's patches"
 
 
-def official_description(options: argparse.Namespace, official: Official | None) -> str:
+def official_description(official: Official | None) -> str:
     """Which official code ran, and with which library versions."""
     if official is None:
         return "Official code not run."
-    commit_file = official.checkout / "COMMIT"
-    commit = commit_file.read_text().strip()[:12] if commit_file.is_file() else "unknown commit"
-    versions = official.versions
-    return (
-        f"Official: IGNF/FLAIR-1 {commit} ({options.official}), "
-        + ", ".join(f"{name} {version}" for name, version in versions.items())
-        + "."
+    versions = "".join(f", {name} {version}" for name, version in official.versions.items())
+    return f"Official: {OFFICIAL_REPOSITORY} at {official_commit(official.checkout)}{versions}."
+
+
+def official_commit(checkout: Path) -> str:
+    """The checkout's commit (12 digits), from its ``COMMIT`` file or git; never its local path."""
+    commit_file = checkout / "COMMIT"
+    if commit_file.is_file():
+        return commit_file.read_text().strip()[:12]
+    done = subprocess.run(
+        ["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
     )
+    return done.stdout.strip()[:12] if done.returncode == 0 else "an unknown commit"
 
 
 def main() -> None:
@@ -504,7 +514,7 @@ def main() -> None:
         "--train-steps", type=int, default=0, help="train the shared network this many steps first (else random)"
     )
     parser.add_argument("--workdir", type=Path, help="keep the world, weights and maps in this new folder")
-    parser.add_argument("--no-write", action="store_true", help="print only, do not append to BENCHMARKS.md")
+    add_record_option(parser)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.child:
@@ -514,7 +524,7 @@ def main() -> None:
     if options.official is not None and options.official_python is None:
         parser.error("--official needs --official-python (or $FLAIRKIT_OFFICIAL_PYTHON): the official venv's python")
 
-    from flairkit.data.synth import synthesize_world
+    from flairkit.synth.world import synthesize_world
 
     load_before = os.getloadavg()[0]
     tables = []
@@ -537,18 +547,21 @@ def main() -> None:
         if not options.no_detect:
             ortho = world.orthos[0][0]
             tables.append("Zone detection\n\n" + compare_detection(options, folder, ortho, weights, official))
-        description = official_description(options, official)
+        description = official_description(official)
     notes = (
         f"U-Net ResNet34, 5 bands, 19 logits, the same weights for both codes ({weights_description(options)}, "
-        f"disabled-class logits set to {DISABLED_LOGIT:g}). Training: {options.size} px "
-        f"patches, batch {options.batch}, SGD lr 0.02, best of {options.repeats} after an untimed step (where "
-        "torch.compile compiles)."
+        f"disabled-class logits set to {DISABLED_LOGIT:g})."
     )
+    if not options.no_train:
+        notes += (
+            f" Training: {options.size} px patches, batch {options.batch}, SGD lr 0.02, best of {options.repeats} "
+            "after an untimed step (where torch.compile compiles)."
+        )
     if not options.no_detect:
         notes += f" Detection: synthetic orthophoto of {options.ortho_size}x{options.ortho_size} px at 0.2 m, CPU."
     notes += f" {description}"
     notes += f" 1-min load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after."
-    record("flairkit vs official FLAIR-1", "\n\n".join(tables), notes, write=not options.no_write)
+    record("flairkit vs official FLAIR-1", "\n\n".join(tables), notes, write=options.record)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """U-T&T versus the aerial-only U-Net on a synthetic world whose Sentinel-2 series separate aerial look-alikes.
 
-python benchmarks/utt_vs_unet.py [--out runs/utt_vs_unet] [--epochs 8] [--patch-size 64] [--no-write]
+python benchmarks/utt_vs_unet.py [--out runs/utt_vs_unet] [--overwrite] [--epochs 8] [--patch-size 64] [--record]
 
 Both models share the aerial U-Net (ResNet34 encoder, random init), the 13-class FLAIR #2 nomenclature,
 the data, the seed and the schedule; U-T&T adds the U-TAE branch and fusion. Prints both test mIoUs
-(FLAIR #2 protocol) and the per-class IoU gains, and appends them to BENCHMARKS.md.
+(FLAIR #2 protocol) and the per-class IoU gains; ``--record`` also appends them to BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -13,32 +13,36 @@ import argparse
 import shutil
 from pathlib import Path
 
-from common import markdown_table, record
+from common import add_record_option, markdown_table, record
 from flairkit.config import load_config
-from flairkit.data.synth import SynthOptions, synthesize_world
 from flairkit.evaluation.predict import evaluate
-from flairkit.models.checkpoints import load_model
+from flairkit.models.loader import load_model
+from flairkit.synth.world import SynthOptions, synthesize_world
 from flairkit.training.run import train
 
 
 def run(config, out: Path):
     """Train ``config`` and evaluate its best checkpoint on the test split."""
-    trained = train(config, overwrite=True, progress=False)
+    trained = train(config, overwrite=True)
     model = load_model(config, trained.best_checkpoint)
-    return evaluate(config, model, out / f"{config.name}-eval", overwrite=True, progress=False)
+    return evaluate(config, model, out / f"{config.name}-eval", overwrite=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("runs/utt_vs_unet"))
+    parser.add_argument("--out", type=Path, default=Path("runs/utt_vs_unet"), help="a new folder for both runs")
+    parser.add_argument("--overwrite", action="store_true", help="delete --out first if it exists")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--patch-size", type=int, default=64)
     parser.add_argument("--patches", type=int, default=12, help="patches per area")
     parser.add_argument("--seed", type=int, default=2022)
     parser.add_argument("--encoder", default="resnet34")
-    parser.add_argument("--no-write", action="store_true")
+    add_record_option(parser)
     args = parser.parse_args()
-    shutil.rmtree(args.out, ignore_errors=True)
+    if args.out.exists():
+        if not args.overwrite:
+            parser.error(f"{args.out} already exists; pass --overwrite to replace it or choose another --out")
+        shutil.rmtree(args.out)
     world = synthesize_world(
         args.out / "world",
         SynthOptions(
@@ -92,7 +96,7 @@ def main() -> None:
         f"x {args.patches} patches of {args.patch_size} px, seed {args.seed}; {args.epochs} epochs, AdamW lr 1e-3, "
         "batch 8, CPU; FLAIR #2 protocol (13 classes, mIoU over the first 12 present)."
     )
-    record("U-T&T versus aerial U-Net on the synthetic world", table, notes, write=not args.no_write)
+    record("U-T&T versus aerial U-Net on the synthetic world", table, notes, write=args.record)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from flairkit.config import load_config
-from flairkit.data.synth import SynthOptions, synthesize_world
+from flairkit.synth.world import SynthOptions, synthesize_world
 
 # Tiny tensors: one thread avoids OpenMP spin-waiting on the 2 shared cores.
 torch.set_num_threads(1)

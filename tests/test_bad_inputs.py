@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from rasterio.transform import from_origin
+from rasterio.transform import Affine, from_origin
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
@@ -29,11 +29,13 @@ from flairkit.cli.main import app
 from flairkit.config import load_config
 from flairkit.data.datamodule import build_dataset
 from flairkit.data.discovery import read_csv_list
+from flairkit.data.scenes import ResolutionWarning, inspect_input
 from flairkit.data.sentinel import load_centroids, load_sentinel_sample
-from flairkit.detection.reading import ResolutionWarning, inspect_input
+from flairkit.detection.run import detect
 from flairkit.errors import CheckpointError, DataError
+from flairkit.hashing import file_sha256
 from flairkit.models.build import build_model
-from flairkit.models.checkpoints import load_model
+from flairkit.models.loader import load_model
 from flairkit.nomenclature import get_nomenclature
 
 runner = CliRunner()
@@ -183,8 +185,8 @@ PATCH_DAMAGES: dict[str, tuple[str, Callable[[Path], None], list[str], str]] = {
     "mask values out of range": (
         "mask",
         lambda p: rewrite(p, _with_codes_0_and_42),
-        ["mask values [0, 42] are not FLAIR classes (1..19); fix the mask"],
-        "values [0, 42] are no class of the 15cl nomenclature",
+        ["mask values [42] are not FLAIR classes (1..19); fix the mask"],
+        "values [42] are no class of the 15cl nomenclature",
     ),
 }
 
@@ -420,9 +422,11 @@ def _ortho(world: Path, path: Path, crs: str | None, transform) -> Path:
     return path
 
 
-def _detect(ortho: Path, output: Path, weights: Path):
+def _detect(ortho: Path, output: Path, weights: Path, *extra: object):
     overrides = sets(*TINY, *DETECT)
-    return invoke("detect", ortho, "-o", output, "-c", "demo", *overrides, "--checkpoint", weights, "--no-progress")
+    return invoke(
+        "detect", ortho, "-o", output, "-c", "demo", *overrides, "--checkpoint", weights, "--no-progress", *extra
+    )
 
 
 def test_orthophoto_without_crs_is_refused_before_any_output(world, tmp_path, weights):
@@ -589,3 +593,272 @@ def test_file_that_is_not_a_checkpoint_is_refused(world, tmp_path):
 def test_unknown_config_key_names_the_key(tmp_path):
     result = invoke("train", "-c", "demo", *sets("train.lrr=0.1"))
     assert_fails(result, "train.lrr: unknown key", "check its spelling")
+
+
+# ----------------------------------------------------------------------------------- outputs that are inputs
+
+
+def _ortho_copy(world: Path, path: Path) -> Path:
+    return Path(shutil.copy(next((world / "orthophotos").glob("ORTHO_*.tif")), path))
+
+
+def test_detect_refuses_output_that_is_its_input(world, tmp_path, weights):
+    ortho = _ortho_copy(world, tmp_path / "same.tif")
+    before = ortho.read_bytes()
+    os.link(ortho, tmp_path / "hard.tif")
+    (tmp_path / "link.tif").symlink_to(ortho)
+    for output in (ortho, tmp_path / "hard.tif", tmp_path / "link.tif"):
+        result = _detect(ortho, output, weights, "--overwrite")
+        assert_fails(result, f"the output {output} is the input {ortho}", "writing it would destroy the input")
+        assert "--overwrite" not in result.output
+    assert ortho.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flair", "hard.tif", "link.tif", "same.tif"]
+
+
+def _two_tile_vrt(world: Path, folder: Path, gap: slice) -> Path:
+    """A VRT mosaic of two tiles of the world's orthophoto with the columns ``gap`` between them (no nodata)."""
+    with rasterio.open(next((world / "orthophotos").glob("ORTHO_*.tif"))) as src:
+        profile, data = src.profile, src.read()
+    folder.mkdir(exist_ok=True)
+    width, height, count = profile["width"], profile["height"], profile["count"]
+    tiles = (("left.tif", 0, gap.start), ("right.tif", gap.stop, width))
+    for name, start, stop in tiles:
+        tile = profile | {"width": stop - start, "transform": profile["transform"] @ Affine.translation(start, 0)}
+        with rasterio.open(folder / name, "w", **tile) as dst:
+            dst.write(data[:, :, start:stop])
+    geotransform = ", ".join(repr(v) for v in profile["transform"].to_gdal())
+    lines = [f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">', f"<SRS>{profile['crs'].to_wkt()}</SRS>"]
+    lines.append(f"<GeoTransform>{geotransform}</GeoTransform>")
+    for band in range(1, count + 1):
+        lines.append(f'<VRTRasterBand dataType="Byte" band="{band}">')
+        for name, start, stop in tiles:
+            size = f'xSize="{stop - start}" ySize="{height}"'
+            lines.append(
+                f'<SimpleSource><SourceFilename relativeToVRT="1">{name}</SourceFilename>'
+                f'<SourceBand>{band}</SourceBand><SrcRect xOff="0" yOff="0" {size}/>'
+                f'<DstRect xOff="{start}" yOff="0" {size}/></SimpleSource>'
+            )
+        lines.append("</VRTRasterBand>")
+    (folder / "mosaic.vrt").write_text("\n".join([*lines, "</VRTDataset>"]))
+    return folder / "mosaic.vrt"
+
+
+def test_detect_refuses_output_that_is_a_vrt_source(world, tmp_path, weights):
+    vrt = _two_tile_vrt(world, tmp_path / "tiles", slice(64, 96))
+    left = tmp_path / "tiles" / "left.tif"
+    before = left.read_bytes()
+    result = _detect(vrt, left, weights, "--overwrite")
+    assert_fails(result, f"the output {left} is the input {left}", "writing it would destroy the input")
+    assert "--overwrite" not in result.output
+    assert left.read_bytes() == before
+
+
+def _write_config(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("preset: demo\nmodel:\n  encoder: resnet18\n  encoder_weights: null\n")
+    return path
+
+
+def test_predict_refuses_to_write_over_its_own_config_file(world, tmp_path, weights):
+    config = _write_config(tmp_path / "out" / "config.yaml")
+    before = config.read_text()
+    result = invoke("predict", tmp_path / "out", "-c", config, *sets(*TINY, *short_lists(world)), "-w", weights)
+    assert_fails(result, f"the output {config} is the input {config}", "choose another output path")
+    assert "--overwrite" not in result.output
+    assert config.read_text() == before
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.yaml"]
+
+
+def test_predict_refuses_two_patches_predicted_into_one_file(world, tmp_path, weights):
+    image, mask = first_pair(world, "test")
+    twin = Path(shutil.copytree(image.parent, tmp_path / "twin")) / image.name
+    twins = tmp_path / "twins.csv"
+    twins.write_text(f"{image},{mask}\n{twin},{mask}\n")
+    out = tmp_path / "pred"
+    result = invoke("predict", out, "-c", "demo", *sets(*TINY, f"data.test_csv={twins}"), "-w", weights)
+    assert_fails(result, f"{image} and {twin} would both be predicted into {out / ('PRED_' + image.name)}")
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------------- weights made for another config
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(tmp_path_factory) -> Path:
+    """A flairkit Lightning checkpoint of the tiny demo U-Net, its config saved as hyper-parameter."""
+    config = load_config("demo", TINY)
+    torch.manual_seed(1)
+    model = build_model(config, pretrained_encoder=False)
+    state = {f"model.{key}": value for key, value in model.state_dict().items()}
+    path = tmp_path_factory.mktemp("trained") / "last.ckpt"
+    torch.save({"state_dict": state, "epoch": 3, "hyper_parameters": {"config": config.model_dump(mode="json")}}, path)
+    return path
+
+
+MISMATCHES = {
+    "nomenclature": ("data.nomenclature=hub", "data.nomenclature: the weights need 15cl, the config has hub"),
+    "band order": (
+        "data.channels=[3,2,1,4,5]",
+        "data.channels: the weights need [1, 2, 3, 4, 5], the config has [3, 2, 1, 4, 5]",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(MISMATCHES))
+def test_weights_made_for_another_nomenclature_or_band_order_are_refused_by_every_command(
+    world, tmp_path, trained_checkpoint, case, caplog
+):
+    setting, difference = MISMATCHES[case]
+    ortho = next((world / "orthophotos").glob("ORTHO_*.tif"))
+    lists = short_lists(world)
+    out = tmp_path / "out"
+    commands = {  # without --config: the checkpoint's own config, changed by --set
+        "detect": ["detect", ortho, "-o", out / "map.tif", *sets(*DETECT, setting), "--no-progress"],
+        "predict": ["predict", out / "pred", *sets(*lists, setting), "--no-progress"],
+        "evaluate": ["evaluate", out / "eval", *sets(*lists, setting), "--no-progress"],
+        "export": ["export", trained_checkpoint, out / "bundle", *sets(setting)],
+        "predict -c": ["predict", out / "pred", "-c", "demo", *sets(*TINY, *lists, setting), "--no-progress"],
+    }
+    for name, args in commands.items():
+        weights = [] if name == "export" else ["-w", trained_checkpoint]
+        result = invoke(*args, *weights)
+        assert_fails(result, difference, "to apply the weights anyway, set model.weights_config_check=warn")
+    assert not out.exists()
+    with caplog.at_level("WARNING"):
+        allowed = invoke(*commands["predict"], "-w", trained_checkpoint, *sets("model.weights_config_check=warn"))
+    assert allowed.exit_code == 0, allowed.output
+    assert difference in caplog.text
+
+
+def test_train_refuses_init_weights_of_another_nomenclature_saying_how_to_fine_tune(
+    world, tmp_path, trained_checkpoint
+):
+    overrides = [*TINY, *short_lists(world), f"output_dir={tmp_path}", f"train.init_weights={trained_checkpoint}"]
+    result = invoke("train", "-c", "demo", "--no-progress", *sets(*overrides, "data.nomenclature=13cl"))
+    assert_fails(
+        result,
+        "data.nomenclature: the weights need 15cl, the config has 13cl",
+        "to fine-tune onto another nomenclature on purpose, set model.weights_config_check=warn",
+    )
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+# --------------------------------------------------------------------------------- no-data in orthophotos
+
+
+def _map(config_overrides: list[str], weights: Path, ortho: Path, output: Path):
+    config = _config(*DETECT, "detect.backend=torch", *config_overrides)
+    summary = detect(config, load_model(config, weights), [ortho], output)
+    with rasterio.open(output) as src:
+        return summary.maps[0], src.read(1), src.nodata
+
+
+def test_vrt_gap_between_two_tiles_is_nodata_in_the_map(world, tmp_path, weights):
+    vrt = _two_tile_vrt(world, tmp_path / "tiles", slice(64, 96))
+    for setting in ("detect.all_zero_is_nodata=true", "detect.all_zero_is_nodata=false"):
+        summary, classes, nodata = _map([setting], weights, vrt, tmp_path / setting / "map.tif")
+        assert nodata == 0
+        assert (classes[:, 64:96] == 0).all()
+        assert (classes[:, :64] > 0).all() and (classes[:, 96:] > 0).all()
+        assert summary.nodata_km2 == pytest.approx(160 * 32 * 0.04 / 1e6)
+        assert "pixels that no source of the VRT covers" in summary.nodata_note
+
+
+def _blacken(array: np.ndarray) -> np.ndarray:
+    """Rows 0..39 all 0 (not imagery), but for a dark patch there whose near-infrared band alone is 1."""
+    array = array.copy()
+    array[:, :40] = 0
+    array[3, :40, 60:70] = 1
+    return array
+
+
+def test_all_zero_pixels_are_nodata_and_a_dark_pixel_with_one_band_is_classified(world, tmp_path, weights):
+    ortho = _ortho_copy(world, tmp_path / "dark.tif")
+    rewrite(ortho, _blacken)
+    missing = np.zeros((160, 160), dtype=bool)
+    missing[:40] = True
+    missing[:40, 60:70] = False
+    summary, classes, _ = _map([], weights, ortho, tmp_path / "map.tif")
+    assert (classes[missing] == 0).all() and (classes[~missing] > 0).all()
+    assert summary.nodata_km2 == pytest.approx(missing.sum() * 0.04 / 1e6)
+    assert "set detect.all_zero_is_nodata=false to classify them" in summary.nodata_note
+    summary, classified, _ = _map(["detect.all_zero_is_nodata=false"], weights, ortho, tmp_path / "all.tif")
+    assert (classified > 0).all() and summary.nodata_km2 == 0 and summary.nodata_note is None
+
+
+# ---------------------------------------------------------------------------------------- stale predictions
+
+
+@pytest.fixture(scope="module")
+def other_weights(tmp_path_factory) -> Path:
+    """Other random weights of the same tiny U-Net."""
+    torch.manual_seed(2)
+    model = build_model(load_config("demo", TINY), pretrained_encoder=False)
+    path = tmp_path_factory.mktemp("other") / "other.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def _predict(out: Path, world: Path, weights: Path, *extra: str):
+    return invoke("predict", out, "-c", "demo", *sets(*TINY, *short_lists(world, n_eval=4)), "-w", weights, *extra)
+
+
+def test_predict_recomputes_kept_predictions_that_are_damaged(world, tmp_path, weights, caplog):
+    out = tmp_path / "pred"
+    assert _predict(out, world, weights).exit_code == 0
+    first, second, *rest = sorted(out.glob("PRED_*.tif"))
+    first.write_bytes(b"")
+    rewrite(second, lambda a: a[:, :16, :16])
+    with caplog.at_level("WARNING"):
+        result = _predict(out, world, weights)
+    assert result.exit_code == 0, result.output
+    assert "wrote 2 prediction(s)" in " ".join(result.output.split())
+    assert f"{first} is not a complete prediction of" in caplog.text
+    for path in (first, second, *rest):
+        with rasterio.open(path) as src:
+            assert (src.count, src.dtypes[0], src.shape) == (1, "uint8", (32, 32))
+
+
+def test_predict_refuses_to_mix_predictions_of_other_weights(world, tmp_path, weights, other_weights):
+    out = tmp_path / "pred"
+    assert _predict(out, world, weights).exit_code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["weights"] == str(weights.resolve())
+    assert manifest["weights_sha256"] == file_sha256(weights)
+    assert manifest["settings"]["data.nomenclature"] == "15cl"
+    assert load_config(out / "config.yaml").evaluate.checkpoint == weights.resolve()
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    result = _predict(out, world, other_weights)
+    made_by = f"{weights.resolve()} (sha256 {file_sha256(weights)[:12]}...)"
+    assert_fails(result, f"{out} holds predictions made by {made_by}, not by {other_weights.resolve()} (sha256")
+    assert_fails(result, "pass --overwrite to predict them again or choose another folder")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+    (out / "manifest.json").unlink()
+    unknown = _predict(out, world, weights)
+    assert_fails(unknown, f"{out} already holds predictions but no manifest.json saying which weights made them")
+
+    replaced = _predict(out, world, other_weights, "--overwrite")
+    assert replaced.exit_code == 0, replaced.output
+    assert json.loads((out / "manifest.json").read_text())["weights_sha256"] == file_sha256(other_weights)
+    assert load_config(out / "config.yaml").evaluate.checkpoint == other_weights.resolve()
+
+    foreign = '{"dataset": "a file of the user, not a manifest of predictions"}'
+    (out / "manifest.json").write_text(foreign)
+    kept = _predict(out, world, other_weights, "--overwrite")
+    assert_fails(kept, f"{out / 'manifest.json'} is not a manifest of flairkit predictions")
+    assert (out / "manifest.json").read_text() == foreign
+
+
+# ---------------------------------------------------------------------------------- leftovers of failures
+
+
+def test_truncated_orthophoto_leaves_no_work_folder(world, tmp_path, weights):
+    ortho = _ortho_copy(world, tmp_path / "truncated.tif")
+    _truncate(ortho)
+    out = tmp_path / "maps"
+    result = _detect(ortho, out / "map.tif", weights)
+    assert_fails(result, ortho, "the file may be corrupt or truncated")
+    assert "kept in" not in result.output
+    assert list(out.iterdir()) == []

@@ -10,11 +10,14 @@ from safetensors.torch import save_file
 
 from flairkit.config import load_config
 from flairkit.errors import CheckpointError
+from flairkit.hashing import file_sha256
 from flairkit.models.build import build_model
-from flairkit.models.checkpoints import (
+from flairkit.models.loader import load_model
+from flairkit.models.weights import (
+    check_weights_config,
     config_from_checkpoint,
     inspect_checkpoint,
-    load_model,
+    load_init_weights,
     load_weights,
     normalize_keys,
     read_state_dict,
@@ -397,3 +400,91 @@ def test_config_saved_in_a_flairkit_checkpoint_is_recovered(aerial, tmp_path):
     assert recovered.data.root is None
     assert recovered.evaluate.batch_size == 3
     assert weights_config_source(path) is None
+
+
+# ------------------------------------------------------------------------------ the config saved with weights
+
+
+def flairkit_checkpoint(config, model: torch.nn.Module, path: Path) -> Path:
+    """``model`` as a flairkit Lightning checkpoint, with ``config`` saved as its hyper-parameter."""
+    state = {f"model.{key}": value for key, value in model.state_dict().items()}
+    payload = {"state_dict": state, "epoch": 1, "hyper_parameters": {"config": config.model_dump(mode="json")}}
+    return save(payload, path, "torch-zip")
+
+
+def test_saved_config_mismatch_is_refused_with_both_values_and_allowed_on_purpose(aerial, tmp_path, caplog):
+    path = flairkit_checkpoint(aerial[0], fresh(aerial[0]), tmp_path / "last.ckpt")
+    for setting, expected in (
+        ("data.nomenclature=hub", "data.nomenclature: the weights need 15cl, the config has hub"),
+        (
+            "data.channels=[3,2,1,4,5]",
+            "data.channels: the weights need [1, 2, 3, 4, 5], the config has [3, 2, 1, 4, 5]",
+        ),
+        ("model.arch=fpn", "model.arch: the weights need unet, the config has fpn"),
+    ):
+        with pytest.raises(CheckpointError) as raised:
+            load_model(aerial_config(setting), path)
+        assert expected in str(raised.value) and "model.weights_config_check=warn" in str(raised.value)
+    with caplog.at_level("WARNING"):
+        load_model(aerial_config("data.nomenclature=hub", "model.weights_config_check=warn"), path)
+    assert "data.nomenclature: the weights need 15cl, the config has hub" in caplog.text
+    load_model(aerial_config("data.nomenclature=hub", "model.weights_config_check=off"), path)
+
+
+def test_weights_without_a_saved_config_have_nothing_to_compare(aerial, caplog):
+    with caplog.at_level("DEBUG", logger="flairkit.models.weights.loading"):
+        assert check_weights_config(aerial_config("data.nomenclature=hub"), None, "file x.pth") == []
+    assert [r.levelname for r in caplog.records] == ["DEBUG"] and "carries no config" in caplog.text
+
+
+def test_the_check_override_never_travels_with_the_weights(aerial, tmp_path):
+    lenient = aerial_config("model.weights_config_check=off")
+    path = flairkit_checkpoint(lenient, fresh(lenient), tmp_path / "last.ckpt")
+    recovered = config_from_checkpoint(path, ["data.nomenclature=hub"])
+    assert recovered.model.weights_config_check == "strict"
+    with pytest.raises(CheckpointError, match=r"data\.nomenclature: the weights need 15cl"):
+        load_model(recovered, path)
+
+
+def head(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in model.state_dict().items() if "segmentation_head" in k}
+
+
+def test_init_weights_of_another_nomenclature_need_the_override_then_the_head_starts_afresh(aerial, tmp_path):
+    trained = fresh(aerial[0])
+    path = flairkit_checkpoint(aerial[0], trained, tmp_path / "last.ckpt")
+    encoder = "seg_model.encoder.conv1.weight"
+    for nomenclature in ("13cl", "hub"):  # 13 logits; 19 logits in another order
+        config = aerial_config(f"data.nomenclature={nomenclature}", f"train.init_weights={path}")
+        with pytest.raises(CheckpointError) as raised:
+            load_init_weights(make(config, seed=5), config)
+        message = str(raised.value)
+        assert f"data.nomenclature: the weights need 15cl, the config has {nomenclature}" in message
+        assert "to fine-tune onto another nomenclature on purpose, set model.weights_config_check=warn" in message
+        config.model.weights_config_check = "warn"
+        model = make(config, seed=5)
+        built_head = {k: v.clone() for k, v in head(model).items()}
+        load_init_weights(model, config)
+        assert torch.equal(model.state_dict()[encoder], trained.state_dict()[encoder])
+        assert all(torch.equal(head(model)[k], built_head[k]) for k in built_head)
+    bands = aerial_config("data.channels=[3,2,1,4,5]", f"train.init_weights={path}", "data.nomenclature=hub")
+    with pytest.raises(CheckpointError, match=r"data\.channels: the weights need \[1, 2, 3, 4, 5\]"):
+        load_init_weights(make(bands, seed=5), bands)
+
+
+def test_init_weights_without_a_saved_config_of_another_class_count_say_how_to_fine_tune(aerial, tmp_path):
+    path = save(dict(aerial[1]), tmp_path / "weights.pth", "torch-zip")
+    config = aerial_config("data.nomenclature=13cl", f"train.init_weights={path}")
+    with pytest.raises(CheckpointError, match=r"has 19 classes in the file(.|\n)*model\.weights_config_check=warn"):
+        load_init_weights(make(config, seed=5), config)
+    config.model.weights_config_check = "warn"
+    model = make(config, seed=5)
+    load_init_weights(model, config)
+    assert torch.equal(
+        model.state_dict()["seg_model.encoder.conv1.weight"], aerial[1]["seg_model.encoder.conv1.weight"]
+    )
+
+
+def test_inspect_gives_the_sha256_of_the_file(aerial, tmp_path):
+    path = save(dict(aerial[1]), tmp_path / "weights.safetensors", "safetensors")
+    assert inspect_checkpoint(path)["sha256"] == file_sha256(path)

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from flairkit.cli.compare import comparison_view
 from flairkit.config.schema import PublishedMetrics
 from flairkit.errors import DataError, OutputExistsError
-from flairkit.evaluation.compare import class_key, compare_runs, print_comparison, published_rows, write_comparison
+from flairkit.evaluation.compare import class_key, compare_runs, published_rows, write_comparison
 from flairkit.evaluation.protocols import compute_metrics
 from flairkit.evaluation.report import write_metrics
 from flairkit.nomenclature import get_nomenclature
@@ -84,7 +85,7 @@ def test_print_comparison_warns_on_mixed_protocols(runs):
     result = compare_runs(folders, [PublishedMetrics(source="paper", miou=54.43)])
     result.columns[2] = published_rows(PublishedMetrics(source="paper", miou=54.43, protocol="flair2"))
     console = Console(record=True, width=160)
-    print_comparison(result, console)
+    console.print(comparison_view(result))
     text = console.export_text()
     assert "IoU impervious surface" in text and f"{metrics[1].miou:.2f}" in text and "54.43" in text
     assert "different protocols (flair1, flair2)" in text

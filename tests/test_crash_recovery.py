@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from flairkit.cli.main import app
 from flairkit.config import load_config
 from flairkit.evaluation.predict import predict
-from flairkit.models.checkpoints import load_model
+from flairkit.models.loader import load_model
 from flairkit.training.run import train
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
@@ -132,7 +132,7 @@ def test_same_config_and_seed_give_bit_identical_training(tiny_world, tmp_path, 
 def test_predict_killed_mid_way_finishes_on_rerun_with_identical_files(tiny_world, tmp_path, straight):
     checkpoint = straight / "demo" / "checkpoints" / "last.ckpt"
     config = load_config("demo", settings(tiny_world, tmp_path))
-    reference = predict(config, load_model(config, checkpoint), tmp_path / "reference", progress=False)
+    reference = predict(config, load_model(config, checkpoint), tmp_path / "reference")
     assert len(reference.written) == 8
 
     out = tmp_path / "pred"

@@ -207,7 +207,7 @@ def damage_sentinel_file(root: Path) -> str:
         (damage_missing_mask, "missing"),
         (damage_band_count, "3 band"),
         (damage_dtype, "uint16"),
-        (damage_mask_values, "values [0"),
+        (damage_mask_values, "values [20, 21"),
         (damage_metadata, "no entry in"),
         (damage_centroids, "no entry in the Sentinel-2 centroids"),
         (damage_truncated, "corrupt or truncated"),

@@ -18,7 +18,10 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
+from flairkit.config import load_config
 from flairkit.detection.resume import WorkDir
+from flairkit.detection.run import detect
+from flairkit.errors import DataError
 
 SCRIPT = """
 import json, os, sys, time
@@ -64,7 +67,6 @@ def run(args):
         resume=args.get("resume", False),
         rank=int(os.environ.get("RANK", 0)),
         world_size=int(os.environ.get("WORLD_SIZE", 1)),
-        progress=False,
         block_size=args["block"],
     )
     report = summary.maps[0]
@@ -115,14 +117,20 @@ def script(tmp_path_factory) -> Path:
     return path
 
 
+def load_script(script: Path):
+    """The script as a module of this process."""
+    spec = importlib.util.spec_from_file_location("run_detect", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="module")
 def scene(script, tmp_path_factory) -> tuple[Path, Path]:
     """An orthophoto and its map made in this process, uninterrupted, by the script's own code."""
     folder = tmp_path_factory.mktemp("scene")
     ortho = write_ortho(folder / "ortho.tif", (320, 448), seed=1)
-    spec = importlib.util.spec_from_file_location("run_detect", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(script)
     threads = torch.get_num_threads()
     try:
         module.run({"input": str(ortho), "output": str(folder / "ref.tif"), "block": 64, "overrides": SCENE})
@@ -181,6 +189,42 @@ def test_resume_after_kill_9_gives_a_byte_identical_map(script, scene, tmp_path)
     assert target.read_bytes() == reference.read_bytes()
     assert (tmp_path / "map_scores.tif").read_bytes() == reference.with_name("ref_scores.tif").read_bytes()
     assert not WorkDir(target).path.exists()
+
+
+def failing_net(module, at: int) -> torch.nn.Module:
+    """The script's network (same weights, so resume accepts its blocks) that fails on its ``at``-th call."""
+    model = module.TinyNet(3, 0.0)
+    calls = iter(range(1, 1_000_000))
+    forward = model.forward
+
+    def fail_at(x):
+        if next(calls) == at:
+            raise DataError("simulated: the disk holding the orthophoto went away")
+        return forward(x)
+
+    model.forward = fail_at
+    return model
+
+
+def test_fatal_error_keeps_the_work_folder_only_with_finished_blocks_and_names_it(script, scene, tmp_path):
+    ortho, reference = scene
+    module = load_script(script)
+    config = load_config(None, SCENE)
+    target = tmp_path / "map.tif"
+    work = WorkDir(target).path
+    with pytest.raises(DataError) as raised:  # call 1 checks the model, call 2 is the first batch
+        detect(config, failing_net(module, at=2), [ortho], target, block_size=64)
+    assert "simulated" in str(raised.value) and "kept in" not in str(raised.value)
+    assert not work.exists() and list(tmp_path.iterdir()) == []
+
+    with pytest.raises(DataError) as raised:
+        detect(config, failing_net(module, at=8), [ortho], target, block_size=64)
+    assert f"finished block(s) are kept in {work}: rerun with --resume" in str(raised.value)
+    assert work.is_dir() and not target.exists()
+    summary = detect(config, module.TinyNet(3, 0.0), [ortho], target, block_size=64, resume=True)
+    assert 0 < summary.maps[0].blocks_resumed < summary.maps[0].blocks
+    assert target.read_bytes() == reference.read_bytes()
+    assert not work.exists()
 
 
 def free_port() -> int:

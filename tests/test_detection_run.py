@@ -19,8 +19,8 @@ from shapely.geometry import shape
 from torch import nn
 
 from flairkit.config import load_config
+from flairkit.data.scenes import ResolutionWarning
 from flairkit.detection import vectorize
-from flairkit.detection.reading import ResolutionWarning
 from flairkit.detection.resume import WorkDir
 from flairkit.detection.run import detect
 from flairkit.detection.stitching import BlendAssembler, OutputBands
@@ -141,9 +141,7 @@ def ortho(tmp_path_factory) -> Path:
 
 def test_margin_map_equals_a_brute_force_run_of_the_official_algorithm(ortho, tmp_path):
     model = PositionModel()
-    summary = detect(
-        config("detect.output_codes=index"), model, [ortho], tmp_path / "map.tif", block_size=64, progress=False
-    )
+    summary = detect(config("detect.output_codes=index"), model, [ortho], tmp_path / "map.tif", block_size=64)
     got = read(tmp_path / "map.tif")
 
     expected = np.full((250, 300), 255, dtype=np.uint8)
@@ -191,7 +189,7 @@ def test_flair_detect_windows_reproduce_its_maps_as_it_runs(ortho, tmp_path):
     assert {w.size for w in cols + rows} >= {MARGIN * 2, MARGIN * 2 + 1}, "the case needs stretched windows"
     expected = flair_detect_as_run(ortho, PositionModel(), tmp_path / "official.tif")
     cfg = config("detect.output_codes=index", "detect.fit_tiles=false", "detect.flair_detect_windows=true")
-    detect(cfg, PositionModel(), [ortho], tmp_path / "map.tif", block_size=64, progress=False)
+    detect(cfg, PositionModel(), [ortho], tmp_path / "map.tif", block_size=64)
     np.testing.assert_array_equal(read(tmp_path / "map.tif"), expected)
     detect(config("detect.output_codes=index"), PositionModel(), [ortho], tmp_path / "one.tif", block_size=64)
     assert (read(tmp_path / "one.tif") != expected).mean() > 0.01  # one to one windows: another map
@@ -200,7 +198,7 @@ def test_flair_detect_windows_reproduce_its_maps_as_it_runs(ortho, tmp_path):
 def test_flair_detect_windows_need_margin_stitching_and_a_north_up_raster(ortho, tmp_path):
     with pytest.raises(ConfigError, match=r"detect\.stitching=margin"):
         cfg = config("detect.stitching=blend", "detect.flair_detect_windows=true")
-        detect(cfg, PositionModel(), [ortho], tmp_path / "a.tif", progress=False)
+        detect(cfg, PositionModel(), [ortho], tmp_path / "a.tif")
     rotated = tmp_path / "rotated.tif"
     with rasterio.open(ortho) as src:
         profile = src.profile | {"transform": src.transform * Affine.rotation(10)}
@@ -212,7 +210,7 @@ def test_flair_detect_windows_need_margin_stitching_and_a_north_up_raster(ortho,
 
 def test_blend_of_a_constant_model_is_constant_up_to_the_scene_borders(ortho, tmp_path):
     cfg = config("detect.stitching=blend", "detect.probabilities=[water]", "detect.confidence=true")
-    detect(cfg, ConstantModel(WATER), [ortho], tmp_path / "map.tif", block_size=96, progress=False)
+    detect(cfg, ConstantModel(WATER), [ortho], tmp_path / "map.tif", block_size=96)
     classes = read(tmp_path / "map.tif")
     assert (classes == NOMENCLATURE.codes[WATER]).all()
     with rasterio.open(tmp_path / "map_scores.tif") as src:
@@ -229,7 +227,7 @@ def test_blend_removes_the_seams_that_margin_stitching_leaves(tmp_path):
     kinks = {}
     for mode in ("margin", "blend"):
         cfg = config(f"detect.stitching={mode}", "detect.probabilities=[building]")
-        detect(cfg, TileBiasModel(), [ortho], tmp_path / f"{mode}.tif", block_size=64, progress=False)
+        detect(cfg, TileBiasModel(), [ortho], tmp_path / f"{mode}.tif", block_size=64)
         probability = read(tmp_path / f"{mode}_scores.tif").astype(int)
         # A seam is a jump: a second difference far above what a smooth field (and uint8 rounding) gives.
         kinks[mode] = max(np.abs(np.diff(probability, n=2, axis=axis)).max() for axis in (0, 1))
@@ -243,7 +241,7 @@ def test_blend_runs_a_tile_shared_by_blocks_once_and_gives_the_same_bytes(ortho,
     runs = {}
     for batch in (1, 2):  # batches of one tile keep shared predictions; larger ones recompute them
         cfg = config(*blend, f"detect.batch_size={batch}")
-        runs[batch] = detect(cfg, TileBiasModel(), [ortho], tmp_path / f"b{batch}.tif", block_size=64, progress=False)
+        runs[batch] = detect(cfg, TileBiasModel(), [ortho], tmp_path / f"b{batch}.tif", block_size=64)
         assert runs[batch].maps[0].blocks > 4
     plan = TilePlan(300, 250, TILE, MARGIN, "blend", 64)
     assert runs[1].maps[0].tiles_per_rank == [plan.n_tiles]
@@ -280,20 +278,21 @@ def test_missing_pixels_stay_nodata_and_their_tiles_are_skipped(tmp_path):
     undeclared = write_ortho(tmp_path / "undeclared.tif", data)
     missing = (data == 0).all(axis=0)
     cfg = config("detect.probabilities=[building]")
-    summary = detect(cfg, PositionModel(), [declared], tmp_path / "a.tif", block_size=64, progress=False)
+    summary = detect(cfg, PositionModel(), [declared], tmp_path / "a.tif", block_size=64)
     classes = read(tmp_path / "a.tif")
     assert (classes[missing] == 0).all() and (classes[~missing] > 0).all()
     with rasterio.open(tmp_path / "a_scores.tif") as src:
         np.testing.assert_array_equal(src.dataset_mask() == 0, missing)
     assert summary.maps[0].nodata_km2 == pytest.approx(missing.sum() * 0.04 / 1e6)
-    full = detect(config(), PositionModel(), [undeclared], tmp_path / "b.tif", block_size=64, progress=False)
+    cfg = config("detect.all_zero_is_nodata=false")  # all-zero pixels classified: every tile runs
+    full = detect(cfg, PositionModel(), [undeclared], tmp_path / "b.tif", block_size=64)
     assert summary.maps[0].tiles_per_rank[0] < full.maps[0].tiles_per_rank[0]
-    detect(config("detect.nodata=0"), PositionModel(), [undeclared], tmp_path / "c.tif", block_size=64, progress=False)
+    detect(config("detect.nodata=0"), PositionModel(), [undeclared], tmp_path / "c.tif", block_size=64)
     np.testing.assert_array_equal(read(tmp_path / "c.tif"), classes)
 
 
 def test_outputs_keep_the_grid_and_carry_colours_style_and_cog(ortho, tmp_path):
-    detect(config("detect.cog=true"), PositionModel(), [ortho], tmp_path / "map.tif", progress=False)
+    detect(config("detect.cog=true"), PositionModel(), [ortho], tmp_path / "map.tif")
     with rasterio.open(ortho) as src_in, rasterio.open(tmp_path / "map.tif") as src:
         assert src.crs == src_in.crs and src.transform == src_in.transform
         assert (src.count, src.dtypes[0], src.nodata) == (1, "uint8", 0)
@@ -309,7 +308,7 @@ def test_outputs_keep_the_grid_and_carry_colours_style_and_cog(ortho, tmp_path):
 def test_large_cog_has_nearest_overviews_and_512_tiles(tmp_path):
     ortho = write_ortho(tmp_path / "big.tif", smooth_ortho(600, 700, bands=5, seed=3))
     cfg = config("detect.cog=true", "detect.confidence=true")
-    detect(cfg, ConstantModel(BUILDING), [ortho], tmp_path / "map.tif", progress=False)
+    detect(cfg, ConstantModel(BUILDING), [ortho], tmp_path / "map.tif")
     for name in ("map.tif", "map_scores.tif"):
         with rasterio.open(tmp_path / name) as src:
             assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
@@ -323,7 +322,7 @@ def test_polygons_are_not_cut_by_processing_windows(tmp_path, monkeypatch):
     red = (128 + 120 * np.sin(x / 15) * np.cos(y / 11)).astype(np.uint8)
     ortho = write_ortho(tmp_path / "blobs.tif", np.stack([red] * 5))
     monkeypatch.setattr(vectorize, "WINDOW", 48)
-    detect(config("detect.vectorize=true"), RedBandModel(), [ortho], tmp_path / "map.tif", progress=False)
+    detect(config("detect.vectorize=true"), RedBandModel(), [ortho], tmp_path / "map.tif")
     classes = read(tmp_path / "map.tif")
     with rasterio.open(tmp_path / "map.tif") as src:
         expected = [(shape(g), v) for g, v in shapes(classes, transform=src.transform)]
@@ -335,7 +334,7 @@ def test_polygons_are_not_cut_by_processing_windows(tmp_path, monkeypatch):
     assert sorted((round(f["properties"]["area_m2"], 6), f["properties"]["value"]) for f in features) == by_area
 
     cfg = config("detect.vectorize=true", "detect.min_polygon_area=20", "detect.simplify_tolerance=0.3")
-    detect(cfg, RedBandModel(), [ortho], tmp_path / "filtered.tif", progress=False)
+    detect(cfg, RedBandModel(), [ortho], tmp_path / "filtered.tif")
     with fiona.open(tmp_path / "filtered.gpkg") as layer:
         areas = [f["properties"]["area_m2"] for f in layer]
     assert min(areas) >= 20 and len(areas) < len(features)
@@ -345,12 +344,12 @@ def test_existing_outputs_are_refused_and_replaced_only_on_request(ortho, tmp_pa
     target = tmp_path / "map.tif"
     target.write_bytes(b"precious")
     with pytest.raises(OutputExistsError, match="--overwrite"):
-        detect(config(), FailingModel(), [ortho], target, progress=False)
+        detect(config(), FailingModel(), [ortho], target)
     assert target.read_bytes() == b"precious"
-    detect(config(), ConstantModel(WATER), [ortho], target, overwrite=True, progress=False)
+    detect(config(), ConstantModel(WATER), [ortho], target, overwrite=True)
     assert (read(target) == NOMENCLATURE.codes[WATER]).all()
     # A finished map is skipped, not recomputed, by --resume.
-    summary = detect(config(), FailingModel(), [ortho], target, resume=True, progress=False)
+    summary = detect(config(), FailingModel(), [ortho], target, resume=True)
     assert summary.maps[0].skipped
 
 
@@ -358,10 +357,10 @@ def test_an_interrupted_run_needs_resume_or_overwrite(ortho, tmp_path):
     target = tmp_path / "map.tif"
     WorkDir(target).create({"left": "by an interrupted run"})
     with pytest.raises(OutputExistsError, match="--resume"):
-        detect(config(), FailingModel(), [ortho], target, progress=False)
+        detect(config(), FailingModel(), [ortho], target)
     with pytest.raises(DataError, match="different"):
-        detect(config(), ConstantModel(WATER), [ortho], target, resume=True, progress=False)
-    detect(config(), ConstantModel(WATER), [ortho], target, overwrite=True, progress=False)
+        detect(config(), ConstantModel(WATER), [ortho], target, resume=True)
+    detect(config(), ConstantModel(WATER), [ortho], target, overwrite=True)
     assert target.exists() and not WorkDir(target).path.exists()
 
 
@@ -369,23 +368,23 @@ def test_inputs_are_checked_before_any_work(tmp_path):
     data = smooth_ortho(64, 64)
     no_crs = write_ortho(tmp_path / "nocrs.tif", data, crs=None)
     with pytest.raises(DataError, match=r"nocrs\.tif.*gdal_edit"):
-        detect(config(), FailingModel(), [no_crs], tmp_path / "out.tif", progress=False)
+        detect(config(), FailingModel(), [no_crs], tmp_path / "out.tif")
     rgb = write_ortho(tmp_path / "rgb.tif", data[:3])
     with pytest.raises(DataError, match=r"rgb\.tif: has 3 band\(s\).*data\.channels"):
-        detect(config(), FailingModel(), [rgb], tmp_path / "out.tif", progress=False)
+        detect(config(), FailingModel(), [rgb], tmp_path / "out.tif")
     wide = write_ortho(tmp_path / "uint16.tif", data.astype(np.uint16))
     with pytest.raises(DataError, match="8-bit"):
-        detect(config(), FailingModel(), [wide], tmp_path / "out.tif", progress=False)
+        detect(config(), FailingModel(), [wide], tmp_path / "out.tif")
     good = write_ortho(tmp_path / "good.tif", data)
     with pytest.raises(DataError, match=r"missing\.tif"):
-        detect(config(), FailingModel(), [good, tmp_path / "missing.tif"], tmp_path / "out", progress=False)
+        detect(config(), FailingModel(), [good, tmp_path / "missing.tif"], tmp_path / "out")
     assert not (tmp_path / "out.tif").exists() and not (tmp_path / "out").exists()
 
 
 def test_unusual_resolution_warns(tmp_path):
     coarse = write_ortho(tmp_path / "coarse.tif", smooth_ortho(64, 64), res=0.5)
     with pytest.warns(ResolutionWarning, match="0.5"):
-        detect(config(), ConstantModel(WATER), [coarse], tmp_path / "map.tif", progress=False)
+        detect(config(), ConstantModel(WATER), [coarse], tmp_path / "map.tif")
 
 
 def test_model_and_settings_mismatches_are_config_errors(ortho, tmp_path):
@@ -394,7 +393,7 @@ def test_model_and_settings_mismatches_are_config_errors(ortho, tmp_path):
             return torch.zeros(x.shape[0], 13, *x.shape[2:])
 
     with pytest.raises(ConfigError, match="nomenclature"):
-        detect(config(), Wrong(), [ortho], tmp_path / "map.tif", progress=False)
+        detect(config(), Wrong(), [ortho], tmp_path / "map.tif")
     with pytest.raises(ConfigError, match="clear cut"):
         detect(config("detect.probabilities=[clear cut]"), FailingModel(), [ortho], tmp_path / "map.tif")
     with pytest.raises(ConfigError, match="metadata"):
@@ -407,21 +406,19 @@ def test_several_inputs_give_one_named_map_each(tmp_path):
     folder.mkdir()
     write_ortho(folder / "a.tif", smooth_ortho(70, 90, seed=1))
     write_ortho(folder / "b.tif", smooth_ortho(90, 70, seed=2))
-    summary = detect(config(), ConstantModel(BUILDING), [folder], tmp_path / "maps", progress=False)
+    summary = detect(config(), ConstantModel(BUILDING), [folder], tmp_path / "maps")
     assert [m.output.name for m in summary.maps] == ["a_landcover.tif", "b_landcover.tif"]
     assert read(tmp_path / "maps" / "b_landcover.tif").shape == (90, 70)
     assert summary.area_km2 == pytest.approx((70 * 90 + 90 * 70) * 0.04 / 1e6)
     with pytest.raises(ConfigError, match="folder"):
-        detect(config(), FailingModel(), [folder], tmp_path / "one.tif", progress=False)
+        detect(config(), FailingModel(), [folder], tmp_path / "one.tif")
 
 
 def test_evaluation_against_labels_writes_flair_metrics(ortho, tmp_path):
     labels = np.full((1, 250, 300), NOMENCLATURE.codes[WATER], dtype=np.uint8)
     labels[:, :, 150:] = NOMENCLATURE.codes[BUILDING]
     label_path = write_ortho(tmp_path / "labels.tif", labels)
-    summary = detect(
-        config(), ConstantModel(WATER), [ortho], tmp_path / "map.tif", evaluate_labels=label_path, progress=False
-    )
+    summary = detect(config(), ConstantModel(WATER), [ortho], tmp_path / "map.tif", evaluate_labels=label_path)
     metrics = summary.maps[0].metrics
     assert metrics.overall_accuracy == pytest.approx(50.0)
     assert "OA 50.00" in str(summary) and "km²/h" in str(summary) and "water" in str(summary)
@@ -429,4 +426,4 @@ def test_evaluation_against_labels_writes_flair_metrics(ortho, tmp_path):
     assert saved["Avg_metrics"][1] == pytest.approx(50.0)
     off_grid = write_ortho(tmp_path / "small_labels.tif", labels[:, :100, :100])
     with pytest.raises(DataError, match="grid"):
-        detect(config(), FailingModel(), [ortho], tmp_path / "m2.tif", evaluate_labels=off_grid, progress=False)
+        detect(config(), FailingModel(), [ortho], tmp_path / "m2.tif", evaluate_labels=off_grid)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flairkit.detection.reading import reflect_indices
+from flairkit.data.scenes import reflect_indices
 from flairkit.detection.tiling import (
     Span,
     Tile,

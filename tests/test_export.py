@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -13,8 +15,10 @@ from flairkit.cli.export import export_command
 from flairkit.config import load_config
 from flairkit.errors import CheckpointError, ConfigError, OutputExistsError
 from flairkit.models.build import build_model
-from flairkit.models.checkpoints import inspect_checkpoint, load_model
-from flairkit.models.export import OnnxSegmenter, export_bundle, load_bundle
+from flairkit.models.export import export_bundle, load_bundle
+from flairkit.models.loader import load_model
+from flairkit.models.onnx import OnnxSegmenter
+from flairkit.models.weights import inspect_checkpoint
 
 TILE = 64
 
@@ -63,6 +67,30 @@ def test_bundle_reloads_to_identical_predictions(tmp_path):
         assert torch.equal(loaded(image), model(image))
         assert torch.equal(load_model(loaded_config, folder)(image), model(image))
     assert inspect_checkpoint(folder)["layout"] == "flairkit"
+
+
+@pytest.fixture
+def umask_022():
+    """A umask that lets other users read new files, as on most systems; restored afterwards."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def test_bundle_is_readable_by_other_users_unless_private(tmp_path, umask_022, cli):
+    config = tiny_config()
+    weights = tmp_path / "weights.pth"
+    torch.save(
+        {key.removeprefix("seg_model."): value for key, value in tiny_model(config).state_dict().items()}, weights
+    )
+    modes = {}
+    for name, extra in (("shared", []), ("private", ["--private"])):
+        result = cli(weights, tmp_path / name, "-c", "demo", "--set", "model.encoder_weights=null", *extra)
+        assert result.exit_code == 0, result.output
+        folder = tmp_path / name
+        modes[name] = {path.name: stat.S_IMODE(path.stat().st_mode) for path in [folder, *folder.iterdir()]}
+    assert modes["shared"] == {"shared": 0o755, "config.json": 0o644, "model.safetensors": 0o644}
+    assert modes["private"] == {"private": 0o700, "config.json": 0o600, "model.safetensors": 0o600}
 
 
 def test_existing_bundle_is_kept_unless_overwrite(tmp_path):

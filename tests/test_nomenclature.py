@@ -44,18 +44,19 @@ def test_hub_order_is_a_permutation_with_building_first_and_undefined_last():
 
 
 @pytest.mark.parametrize("name", sorted(NOMENCLATURES))
-def test_values_outside_the_classes_are_invalid(name):
+def test_values_outside_the_classes_are_invalid_and_0_is_unlabelled(name):
     nom = get_nomenclature(name)
     mask = np.array([0, 1, 19, 20, 255], dtype=np.uint8)
     assert nom.map_mask(mask)[[0, 3, 4]].tolist() == [INVALID_TARGET] * 3
-    assert nom.invalid_values(mask).tolist() == [0, 20, 255]
+    assert nom.ignore_value == 0
+    assert nom.invalid_values(mask).tolist() == [20, 255]
 
 
 @pytest.mark.parametrize("name", sorted(NOMENCLATURES))
 def test_targets_round_trip_to_codes_for_enabled_targets(name):
     nom = get_nomenclature(name)
     enabled = np.array(nom.enabled)
-    codes = nom.targets_to_codes(enabled)
+    codes = nom.map_targets(enabled)
     assert nom.map_mask(codes).tolist() == enabled.tolist()
 
 

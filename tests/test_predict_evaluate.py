@@ -39,7 +39,7 @@ def tiny_model_config(tiny_world, tmp_path_factory):
 def test_predictions_are_georeferenced_uint8_lzw_named_after_the_image(tiny_model_config, tmp_path):
     config = tiny_model_config
     model = build_model(config, pretrained_encoder=False)
-    result = predict(config, model, tmp_path, progress=False)
+    result = predict(config, model, tmp_path)
     records = split_records(config, "test")
     assert len(result.written) == len(records)
     for record in records:
@@ -57,7 +57,7 @@ def test_disabled_classes_are_never_predicted(tiny_model_config, tmp_path):
     nomenclature = get_nomenclature(config.data.nomenclature)
     water = nomenclature.names.index("water")
     model = FavourDisabledClass(nomenclature.n_targets, nomenclature.disabled[0], water)
-    result = predict(config, model, tmp_path, progress=False)
+    result = predict(config, model, tmp_path)
     with rasterio.open(result.written[0]) as pred:
         assert np.unique(pred.read(1)).tolist() == [water]
 
@@ -65,18 +65,18 @@ def test_disabled_classes_are_never_predicted(tiny_model_config, tmp_path):
 def test_rerun_skips_finished_predictions_and_overwrite_recomputes(tiny_model_config, tmp_path):
     config = tiny_model_config
     model = build_model(config, pretrained_encoder=False)
-    first = predict(config, model, tmp_path, progress=False)
+    first = predict(config, model, tmp_path)
     first.written[0].unlink()
-    again = predict(config, model, tmp_path, progress=False)
+    again = predict(config, model, tmp_path)
     assert len(again.written) == 1 and len(again.skipped) == len(first.written) - 1
-    forced = predict(config, model, tmp_path, overwrite=True, progress=False)
+    forced = predict(config, model, tmp_path, overwrite=True)
     assert len(forced.written) == len(first.written)
 
 
 def test_evaluate_writes_the_official_metrics_and_metrics_command_agrees(tiny_model_config, tmp_path):
     config = tiny_model_config
     model = build_model(config, pretrained_encoder=False)
-    metrics = evaluate(config, model, tmp_path / "eval", progress=False)
+    metrics = evaluate(config, model, tmp_path / "eval")
     folder = tmp_path / "eval" / "metrics"
     assert (folder / "confmat.npy").is_file()
     confmat = np.load(folder / "confmat.npy")
@@ -87,7 +87,7 @@ def test_evaluate_writes_the_official_metrics_and_metrics_command_agrees(tiny_mo
     assert official["Avg_metrics"][0] == pytest.approx(metrics.miou)
     assert list(folder.glob("*.png"))
     with pytest.raises(OutputExistsError):
-        evaluate(config, model, tmp_path / "eval", progress=False)
+        evaluate(config, model, tmp_path / "eval")
     again = metrics_from_predictions(config, tmp_path / "eval" / "predictions", tmp_path / "again")
     assert np.array_equal(np.load(tmp_path / "again" / "metrics" / "confmat.npy"), confmat)
     assert again.miou == pytest.approx(metrics.miou)

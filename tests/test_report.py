@@ -11,11 +11,12 @@ import pytest
 from matplotlib.image import imread
 from rich.console import Console
 
+from flairkit.cli.metrics import metrics_view
 from flairkit.errors import DataError, OutputExistsError
 from flairkit.evaluation import report
 from flairkit.evaluation.figures import normalize_confusion, plot_confusion
 from flairkit.evaluation.protocols import Metrics, compute_metrics
-from flairkit.evaluation.report import print_metrics, read_metrics, write_metrics
+from flairkit.evaluation.report import read_metrics, write_metrics
 from flairkit.nomenclature import get_nomenclature
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -183,7 +184,7 @@ def test_plot_confusion_refuses_to_overwrite(tmp_path):
 
 def test_print_metrics(metrics):
     console = Console(record=True, width=140)
-    print_metrics(metrics, console)
+    console.print(metrics_view(metrics))
     text = console.export_text()
     assert "impervious surface" in text and f"{metrics.miou:.2f}" in text
     assert "left out of the averages by the model-card protocol: snow" in text

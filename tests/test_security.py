@@ -21,7 +21,8 @@ from flairkit.cli.main import app
 from flairkit.config import load_config
 from flairkit.errors import CheckpointError, ConfigError
 from flairkit.models.build import build_model
-from flairkit.models.checkpoints import load_model, load_weights
+from flairkit.models.loader import load_model
+from flairkit.models.weights import load_weights
 from flairkit.training.run import train
 
 runner = CliRunner()
@@ -157,10 +158,10 @@ def test_lightning_resume_itself_loads_weights_only(evil, tiny_world, tmp_path, 
     the checkpoint Lightning unpickles on resume cannot run code."""
     import pickle as pickle_module
 
-    import flairkit.models.checkpoints as checkpoints
+    import flairkit.models.weights as weights
 
     path, marker = evil
-    monkeypatch.setattr(checkpoints, "check_resume_checkpoint", lambda _: None)
+    monkeypatch.setattr(weights, "check_resume_checkpoint", lambda _: None)
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     config = load_config("demo", [*TINY, f"data.root={tiny_world}", f"output_dir={tmp_path}"])
     config.train.resume_from = path

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import rasterio
 
-from flairkit.data import synth
-from flairkit.data.synth import SynthOptions, SynthSummary, synthesize_world
 from flairkit.errors import ConfigError, OutputExistsError
 from flairkit.nomenclature import class_code, get_nomenclature
+from flairkit.synth import world as synth
+from flairkit.synth.world import SynthOptions, SynthSummary, synthesize_world
 
 OPTIONS = SynthOptions(
     n_domains=4,

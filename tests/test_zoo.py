@@ -1,30 +1,31 @@
-"""The released models by name: their inputs, their weights fetched from a (local, test) hub into the cache."""
+"""The released models by name: their inputs, and their weights fetched from a local fake hub into the hub cache."""
 
 from __future__ import annotations
 
 import hashlib
-import http.server
-import sys
-import threading
-import types
+import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 import torch
 import typer
 from typer.testing import CliRunner
 
+from fake_hub import FakeServer, serve, use_as_hub
+from flairkit.cli import common
 from flairkit.cli.models import models_command
 from flairkit.config import load_config, preset_dict, preset_names
 from flairkit.config.schema import FLAIR_MEANS
-from flairkit.errors import CheckpointError
+from flairkit.errors import CheckpointError, ConfigError
 from flairkit.models import zoo
 from flairkit.models.build import build_model
-from flairkit.models.checkpoints import load_model
+from flairkit.models.loader import load_model
 
 RGBIE = "FLAIR-INC_rgbie_15cl_resnet34-unet"
-RGB = "FLAIR-INC_rgb_15cl_resnet34-unet"
+"""A release with a published sha256, pinned to a commit."""
+UNPINNED = "FLAIR-INC_rgbi_12cl_resnet34-unet"
+"""A release without a known commit or sha256: main, checked against the hub's ETag."""
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -36,58 +37,71 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-class _Hub(http.server.BaseHTTPRequestHandler):
-    """Serves ``files`` (URL path -> bytes); ``truncate`` paths announce more bytes than they send."""
-
-    files: ClassVar[dict[str, bytes]] = {}
-    truncate: ClassVar[set[str]] = set()
-    requests: ClassVar[list[str]] = []
-
-    def do_GET(self):
-        self.requests.append(self.path)
-        body = self.files.get(self.path)
-        if body is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body) + (10 if self.path in self.truncate else 0)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
-def hub(monkeypatch, tmp_path):
-    """A model hub on 127.0.0.1 (never the internet) and an empty flairkit home."""
-    _Hub.files, _Hub.truncate, _Hub.requests = {}, set(), []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv(zoo.HUB_URL_ENV, f"http://127.0.0.1:{server.server_port}")
-    monkeypatch.setenv(zoo.HOME_ENV, str(tmp_path / "home"))
-    for variable in zoo.OFFLINE_ENVS:
-        monkeypatch.delenv(variable, raising=False)
-    yield _Hub
-    server.shutdown()
-    server.server_close()
+def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeServer]:
+    """A hub on 127.0.0.1 (never the internet) that huggingface_hub uses through HF_ENDPOINT, and an empty cache."""
+    with serve(FakeServer()) as state:
+        use_as_hub(monkeypatch, state, tmp_path / "hf-home")
+        yield state
 
 
-def hub_path(name: str) -> str:
+def publish(hub: FakeServer, name: str, content: bytes) -> str:
+    """Serve ``content`` as the weights of ``name``; the path the hub is asked for."""
     release = load_config(name).release
-    return f"/{release.hub_repo}/resolve/main/{release.filename}"
+    hub.add_hub_file(release.hub_repo, release.filename, content)
+    return f"{release.hub_repo}/resolve/{release.revision}/{release.filename}"
+
+
+def weights_bytes(tmp_path: Path, name: str) -> tuple[torch.nn.Module, bytes]:
+    """A model of preset ``name`` and its raw smp state dict as IGN publishes it."""
+    torch.manual_seed(0)
+    model = build_model(load_config(name), pretrained_encoder=False).eval()
+    raw_smp = {key.removeprefix("seg_model."): value for key, value in model.state_dict().items()}
+    path = tmp_path / "upload.pth"
+    torch.save(raw_smp, path)
+    return model, path.read_bytes()
+
+
+def with_published_sha256(monkeypatch: pytest.MonkeyPatch, digest: str) -> None:
+    """Make every release claim ``digest`` as its published sha256."""
+
+    def fake_load_config(name, overrides=()):
+        config = load_config(name, overrides)
+        config.release = config.release.model_copy(update={"sha256": digest, "verify": "sha256"})
+        return config
+
+    monkeypatch.setattr(zoo, "load_config", fake_load_config)
+
+
+def hub_cache_files(hub_home: Path) -> list[Path]:
+    """Downloaded content in the hub cache: blobs and the snapshot links to them (refs and locks aside)."""
+    return [p for p in (hub_home / "hub").rglob("*") if {"blobs", "snapshots"} & set(p.parts) and not p.is_dir()]
 
 
 def test_released_models_are_the_flair_inc_presets():
     released = zoo.released_models()
     assert released == sorted(name for name in preset_names() if preset_dict(name).get("release"))
-    assert RGBIE in released
+    assert RGBIE in released and UNPINNED in released
     assert all(name.startswith("FLAIR-INC_") for name in released)
     assert "demo" not in released
 
 
-def test_model_info_gives_inputs_normalisation_and_published_metrics(hub):
+def test_every_release_is_pinned_and_says_how_it_is_verified():
+    pinned = 0
+    for name in zoo.released_models():
+        release = load_config(name).release
+        if re.fullmatch(r"[0-9a-f]{40}", release.revision):
+            assert release.verify == "sha256" and re.fullmatch(r"[0-9a-f]{64}", release.sha256), name
+            assert release.size > 0, name
+            pinned += 1
+        else:
+            assert (release.revision, release.verify, release.sha256) == ("main", "hub-etag", None), name
+    assert pinned >= 8
+    with pytest.raises(ConfigError, match=r"release\.verify must be sha256"):
+        load_config(RGBIE, ["release.verify=hub-etag"])
+
+
+def test_model_info_gives_inputs_normalisation_release_and_published_metrics(hub):
     info = zoo.model_info(RGBIE)
     assert info["modalities"] == "rgbie"
     assert info["channels"] == [1, 2, 3, 4, 5]
@@ -102,39 +116,94 @@ def test_model_info_gives_inputs_normalisation_and_published_metrics(hub):
     )
     assert info["published"]["miou"] == pytest.approx(54.7168)
     assert info["published"]["per_class_iou"]["building"] == pytest.approx(82.6313)
-    assert info["release"]["url"].endswith(hub_path(RGBIE))
-    assert info["release"]["url"].startswith("http://127.0.0.1:")
-    assert info["release"]["cached"] is False
+    release = info["release"]
+    assert release["url"] == f"{hub.url}/{publish(hub, RGBIE, b'')}"
+    assert release["revision"] == "31b43f7d9c435ea59ba4914fbee113aaae177e12"
+    assert (release["cached"], release["cache_path"]) == (False, None)
     assert zoo.modalities([1, 2, 3]) == "rgb"
     assert zoo.modalities([1, 2, 3, 4]) == "rgbi"
 
 
-def test_weights_are_downloaded_once_into_the_cache_and_load_by_name(hub, tmp_path):
-    config = load_config(RGB)
-    torch.manual_seed(0)
-    released = build_model(config, pretrained_encoder=False).eval()
-    raw_smp = {key.removeprefix("seg_model."): value for key, value in released.state_dict().items()}
-    payload = tmp_path / "upload.pth"
-    torch.save(raw_smp, payload)
-    hub.files[hub_path(RGB)] = payload.read_bytes()
+def test_weights_are_downloaded_once_into_the_hub_cache_verified_and_load_by_name(hub, tmp_path):
+    released, content = weights_bytes(tmp_path, UNPINNED)
+    path = publish(hub, UNPINNED, content)
 
-    model = load_model(config, RGB)
-    cached = zoo.cached_path(RGB)
-    assert cached.is_file()
-    assert cached.parent == zoo.default_cache_dir() / RGB
-    image = torch.rand(1, 3, 64, 64)
+    model = load_model(load_config(UNPINNED), UNPINNED)
+    cached = zoo.cached_path(UNPINNED)
+    assert cached is not None and cached.read_bytes() == content
+    assert cached.is_relative_to(tmp_path / "hf-home" / "hub")
+    image = torch.rand(1, 4, 64, 64)
     with torch.no_grad():
         assert torch.equal(model(image), released(image))
-    assert zoo.resolve_weights(RGB) == cached
-    assert hub.requests == [hub_path(RGB)]
+    assert zoo.resolve_weights(UNPINNED) == cached
+    assert hub.gets("/resolve/") == [("GET", path, None)]  # the second resolve only asked for the ETag
+    assert zoo.model_info(UNPINNED)["release"]["cached"] is True
 
 
-def test_offline_without_cache_says_which_file_to_fetch_and_where(hub):
+def test_a_dropped_connection_is_resumed(hub):
+    content = hashlib.sha256(b"weights").digest() * 20_000
+    path = publish(hub, UNPINNED, content)
+    hub.drop_after[load_config(UNPINNED).release.filename] = [100_000]
+    assert zoo.resolve_weights(UNPINNED).read_bytes() == content
+    assert hub.gets("/resolve/") == [("GET", path, None), ("GET", path, "bytes=100000-")]
+
+
+def test_corrupted_bytes_are_detected_against_the_hub_etag_and_fetched_again(hub):
+    content = hashlib.sha256(b"weights").digest() * 1000
+    publish(hub, UNPINNED, content)
+    hub.corrupt[load_config(UNPINNED).release.filename] = 1
+    assert zoo.resolve_weights(UNPINNED).read_bytes() == content
+    assert len(hub.gets("/resolve/")) == 2
+
+
+def test_weights_corrupted_twice_are_an_error_naming_the_file_and_nothing_is_kept(hub, tmp_path):
+    content = hashlib.sha256(b"weights").digest() * 1000
+    publish(hub, UNPINNED, content)
+    filename = load_config(UNPINNED).release.filename
+    hub.corrupt[filename] = 2
+    with pytest.raises(CheckpointError) as error:
+        zoo.resolve_weights(UNPINNED)
+    message = str(error.value)
+    assert filename in message and "corrupted" in message
+    assert f"instead of {hashlib.sha256(content).hexdigest()}" in message
+    assert zoo.cached_path(UNPINNED) is None
+    assert hub_cache_files(tmp_path / "hf-home") == []
+
+
+def test_the_published_sha256_is_checked(hub, monkeypatch, tmp_path):
+    content = b"pretend weights"
+    publish(hub, RGBIE, content)
+    with pytest.raises(CheckpointError, match=r"sha256 [0-9a-f]{64} instead of e7be9248"):
+        zoo.resolve_weights(RGBIE)
+    assert zoo.cached_path(RGBIE) is None
+    assert hub_cache_files(tmp_path / "hf-home") == []
+    assert len(hub.gets("/resolve/")) == 2
+
+    with_published_sha256(monkeypatch, hashlib.sha256(content).hexdigest())
+    assert zoo.resolve_weights(RGBIE).read_bytes() == content
+    assert len(hub_cache_files(tmp_path / "hf-home")) == 2  # the blob and its snapshot link
+
+
+def test_offline_with_the_weights_in_the_cache_makes_no_request(hub, monkeypatch):
+    content = b"small weights"
+    publish(hub, UNPINNED, content)
+    path = zoo.resolve_weights(UNPINNED)
+    hub.requests.clear()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert zoo.resolve_weights(UNPINNED) == path
+    assert zoo.resolve_weights(UNPINNED, offline=True).read_bytes() == content
+    assert hub.requests == []
+
+
+def test_offline_without_the_weights_says_how_to_get_them(hub):
+    publish(hub, RGBIE, b"never fetched")
     with pytest.raises(CheckpointError) as error:
         zoo.resolve_weights(RGBIE, offline=True)
     message = str(error.value)
+    assert "offline" in message
     assert zoo.weights_url(RGBIE) in message
-    assert str(zoo.cached_path(RGBIE)) in message
+    assert f"flair models {RGBIE} --download" in message
+    assert "pass the file's path instead of the name" in message
     assert hub.requests == []
 
 
@@ -145,56 +214,12 @@ def test_offline_environment_variable_disables_downloads(hub, monkeypatch):
     assert hub.requests == []
 
 
-def test_failed_downloads_leave_nothing_in_the_cache(hub):
+def test_missing_weights_are_a_clear_error_and_leave_nothing(hub, tmp_path):
     with pytest.raises(CheckpointError) as error:
-        zoo.resolve_weights(RGBIE)
+        zoo.resolve_weights(UNPINNED)
     assert "404" in str(error.value)
-    assert zoo.weights_url(RGBIE) in str(error.value)
-    hub.files[hub_path(RGBIE)] = b"partial content"
-    hub.truncate.add(hub_path(RGBIE))
-    with pytest.raises(CheckpointError, match=r"could not download|stopped after"):
-        zoo.resolve_weights(RGBIE)
-    folder = zoo.cached_path(RGBIE).parent
-    assert not folder.exists() or list(folder.iterdir()) == []
-
-
-def test_published_sha256_is_checked(hub, monkeypatch):
-    content = b"pretend weights"
-    hub.files[hub_path(RGBIE)] = content
-
-    def with_hash(digest):
-        def fake_load_config(name, overrides=()):
-            config = load_config(name, overrides)
-            config.release.sha256 = digest
-            return config
-
-        monkeypatch.setattr(zoo, "load_config", fake_load_config)
-
-    with_hash("0" * 64)
-    with pytest.raises(CheckpointError, match="sha256"):
-        zoo.resolve_weights(RGBIE)
-    assert not zoo.cached_path(RGBIE).exists()
-    with_hash(hashlib.sha256(content).hexdigest())
-    assert zoo.resolve_weights(RGBIE).read_bytes() == content
-
-
-def test_huggingface_hub_is_used_when_installed_and_no_mirror_is_set(hub, monkeypatch):
-    monkeypatch.delenv(zoo.HUB_URL_ENV)
-    calls = []
-
-    def fake_download(repo_id, filename, local_dir):
-        calls.append((repo_id, filename))
-        target = Path(local_dir) / filename
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(b"weights")
-        return str(target)
-
-    monkeypatch.setitem(sys.modules, "huggingface_hub", types.SimpleNamespace(hf_hub_download=fake_download))
-    path = zoo.resolve_weights(RGBIE)
-    release = load_config(RGBIE).release
-    assert calls == [(release.hub_repo, release.filename)]
-    assert path == zoo.cached_path(RGBIE)
-    assert path.read_bytes() == b"weights"
+    assert zoo.weights_url(UNPINNED) in str(error.value)
+    assert hub_cache_files(tmp_path / "hf-home") == []
 
 
 def test_unknown_names_and_presets_without_release_are_refused(hub):
@@ -205,7 +230,8 @@ def test_unknown_names_and_presets_without_release_are_refused(hub):
 
 
 @pytest.fixture
-def cli():
+def cli(monkeypatch):
+    monkeypatch.setattr(common.console, "width", 250)  # tables whole, whatever the terminal running the tests
     app = typer.Typer()
     app.command("models")(models_command)
     app.command("other")(lambda: None)  # two commands, so that "models" is a subcommand as in `flair models`
@@ -229,8 +255,23 @@ def test_models_command_shows_one_model_with_per_class_metrics_and_release(cli, 
     assert result.exit_code == 0, result.output
     assert "swimming pool" in result.output
     assert "82.63" in result.output
-    assert load_config(RGBIE).release.filename in result.output
-    assert "not downloaded yet" in result.output
+    release = load_config(RGBIE).release
+    assert release.filename in result.output
+    assert release.revision in result.output and release.sha256 in result.output
+    assert "97,957,843 bytes" in result.output
+    assert f"not downloaded yet (`flair models {RGBIE} --download`)" in result.output
+    result = cli(UNPINNED)
+    assert "not published: checked against the hub's ETag" in result.output
+
+
+def test_models_command_downloads_weights_into_the_hub_cache(cli, hub, tmp_path):
+    publish(hub, UNPINNED, b"weights for the cli")
+    result = cli(UNPINNED, "--download")
+    assert result.exit_code == 0, result.output
+    cached = zoo.cached_path(UNPINNED)
+    assert cached is not None and cached.read_bytes() == b"weights for the cli"
+    assert str(cached) in result.output.replace("\n", "")
+    assert cli("--download").exit_code == 2
 
 
 def test_models_command_inspects_a_weights_file(cli, hub, tmp_path):

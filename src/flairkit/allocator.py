@@ -6,6 +6,7 @@ activations of up to 170 MB at every step, so each step maps, zero-fills and unm
 2-core CPU about 2.3 million page faults and 12 s of system time per step. Retaining freed memory (what
 jemalloc or tcmalloc do, and what PyTorch's CPU tuning guide recommends them for) removes that cost; the
 price is a higher resident-memory high-water mark, since freed blocks are not returned until the end.
+It concerns memory the C heap serves, so CPU training only: a GPU's activations are not glibc's.
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ from contextlib import contextmanager
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
-DEFAULT_TRIM_THRESHOLD = 128 * 1024
-DEFAULT_MMAP_MAX = 65536
-"""glibc's mallopt parameters and their documented defaults (malloc/malloc.c, mallopt(3))."""
+GLIBC_DEFAULTS = {M_MMAP_MAX: 65536, M_TRIM_THRESHOLD: 128 * 1024}
+"""glibc's mallopt parameters and the values it starts with (malloc/malloc.c, mallopt(3))."""
+RETAINED = {M_MMAP_MAX: 0, M_TRIM_THRESHOLD: 2**31 - 1}
+"""No block gets pages of its own and the heap's free top is never trimmed: freed memory stays for reuse."""
+
+_depth = 0
+"""How many ``retained_freed_memory`` blocks that applied the setting are open (mallopt has no getter)."""
 
 USER_SETTINGS = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")
 """Environment variables through which a user tunes glibc's malloc: when set, flairkit leaves it alone."""
@@ -42,19 +47,37 @@ def _glibc() -> ctypes.CDLL | None:
 def retained_freed_memory(enabled: bool = True) -> Iterator[bool]:
     """Within the block, memory the process frees stays in its heap for reuse (glibc only).
 
-    Yields whether the setting applies: False when ``enabled`` is off, on other C libraries, or when the
-    user tunes malloc through ``MALLOC_*_`` or ``GLIBC_TUNABLES`` variables. On exit glibc's default limits
-    are restored and the retained memory is handed back to the system.
+    Yields whether this block applies the setting: False when ``enabled`` is off (whatever an enclosing
+    block set stays in force), on other C libraries, or when the user tunes malloc through ``MALLOC_*_`` or
+    ``GLIBC_TUNABLES`` variables. Blocks nest: leaving an inner one keeps the enclosing block's setting;
+    leaving the outermost one sets glibc's starting values back and hands the retained memory back to
+    the system.
+
+    What cannot be restored: glibc has no getter for these parameters, and until a program calls mallopt
+    on M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD or M_MMAP_MAX it adapts its mmap threshold to the
+    program (each freed mapped block larger than the threshold, up to 32 MiB, raises it, and the trim
+    threshold to twice it). The first such call switches that adaptation off for the rest of the process
+    (malloc.c sets ``no_dyn_threshold`` and never clears it): after the block the mmap threshold stays
+    where the adaptation had left it and the trim threshold is 128 KiB, where it may have been higher.
+    Values other code set with mallopt before the block are not known either.
     """
+    global _depth
     libc = _glibc() if enabled else None
     if libc is None:
         yield False
         return
-    libc.mallopt(M_MMAP_MAX, 0)
-    libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
+    if _depth == 0:
+        _set(libc, RETAINED)
+    _depth += 1
     try:
         yield True
     finally:
-        libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
-        libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
-        libc.malloc_trim(0)
+        _depth -= 1
+        if _depth == 0:
+            _set(libc, GLIBC_DEFAULTS)
+            libc.malloc_trim(0)
+
+
+def _set(libc: ctypes.CDLL, values: dict[int, int]) -> None:
+    for parameter, value in values.items():
+        libc.mallopt(parameter, value)

@@ -14,7 +14,7 @@ config_app = typer.Typer(help="Show or validate configurations.", no_args_is_hel
 @guarded
 def show_command(config: ConfigOption = None, overrides: SetOption = None) -> None:
     """Print the fully resolved config (defaults + preset/YAML + overrides) as YAML."""
-    console.print(config_to_yaml(resolve_config(config, overrides)), markup=False, highlight=False)
+    console.print(config_to_yaml(resolve_config(config, overrides)), markup=False, highlight=False, soft_wrap=True)
 
 
 @config_app.command("validate")

@@ -1,18 +1,41 @@
-"""``flair data``: check a dataset, or synthesise a small FLAIR-like one."""
+"""``flair data``: check a dataset, synthesise a small FLAIR-like one, cut your own data into patches, or measure
+its band statistics."""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from flairkit.cli.common import OverwriteOption, console, guarded, stdout_is_terminal
+from flairkit.atomic import check_writable, write_text_atomic
+from flairkit.cli.common import (
+    ConfigOption,
+    OverwriteOption,
+    SetOption,
+    console,
+    guarded,
+    resolve_config,
+    stdout_is_terminal,
+)
 from flairkit.data.check import CheckReport, check_dataset
+from flairkit.data.hub.check import check_hub_dataset
+from flairkit.data.hub.layout import is_hub_folder
 
-data_app = typer.Typer(help="Check FLAIR datasets and generate synthetic ones.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Check FLAIR datasets, generate synthetic ones, cut your own, measure band statistics.", no_args_is_help=True
+)
+
+
+class SynthLayout(str, Enum):
+    """The release whose layout ``flair data synth`` writes."""
+
+    flair2 = "flair2"
+    hub = "hub"
 
 
 def _print_report(report: CheckReport) -> None:
@@ -34,8 +57,12 @@ def _print_report(report: CheckReport) -> None:
 @data_app.command("check")
 @guarded
 def check(
-    source: Annotated[Path, typer.Argument(help="A FLAIR #2 dataset folder, a folder of areas, or a CSV list.")],
-    nomenclature: Annotated[str, typer.Option(help="Nomenclature whose classes mask values must belong to.")] = "15cl",
+    source: Annotated[
+        Path, typer.Argument(help="A FLAIR #2 dataset folder, a folder of areas, a CSV list, or a FLAIR-HUB folder.")
+    ],
+    nomenclature: Annotated[
+        str, typer.Option(help="Nomenclature whose classes mask values must belong to: a name or a YAML path.")
+    ] = "15cl",
     sentinel: Annotated[
         bool | None,
         typer.Option("--sentinel/--no-sentinel", help="Require / skip Sentinel-2 checks (default: when present)."),
@@ -49,20 +76,34 @@ def check(
         ),
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Threads reading files (default: a few per core).")] = None,
+    modalities: Annotated[
+        str | None,
+        typer.Option(help="FLAIR-HUB: comma-separated modalities every patch must have (default: those present)."),
+    ] = None,
 ) -> None:
     """Read every file of a dataset and list every problem; exit code 1 when one would break training."""
     columns = (TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True, disable=not stdout_is_terminal()) as bar:
         task = bar.add_task("check", total=None)
-        report = check_dataset(
-            source,
-            sentinel=sentinel,
-            nomenclature=nomenclature,
-            expected_size=size,
-            sat_patch_size=sat_patch_size,
-            max_workers=workers,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-        )
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        if is_hub_folder(source):
+            chosen = [m.strip() for m in modalities.split(",") if m.strip()] if modalities else None
+            report = check_hub_dataset(
+                source, modalities=chosen, expected_size=size, max_workers=workers, progress=progress
+            )
+        else:
+            report = check_dataset(
+                source,
+                sentinel=sentinel,
+                nomenclature=nomenclature,
+                expected_size=size,
+                sat_patch_size=sat_patch_size,
+                max_workers=workers,
+                progress=progress,
+            )
     _print_report(report)
     if not report.ok:
         raise typer.Exit(1)
@@ -85,17 +126,36 @@ def synth(
     sat_patch_size: Annotated[
         int | None, typer.Option(help="Sentinel-2 super-patch side the super-areas must hold around every patch.")
     ] = None,
+    layout: Annotated[
+        SynthLayout,
+        typer.Option(help="flair2: the FLAIR #2 release; hub: FLAIR-HUB, every modality in IGN's layout."),
+    ] = SynthLayout.flair2,
     overwrite: OverwriteOption = False,
 ) -> None:
     """Write a small FLAIR-like world (patches, masks, metadata, Sentinel-2, orthophotos) for demos and tests."""
-    from flairkit.data.synth import SynthOptions, synthesize_world
+    from flairkit.synth.world import SynthOptions, synthesize_world
 
-    given = {
+    shared = {
         "n_domains": domains,
         "areas_per_domain": areas,
         "patches_per_area": patches,
         "patch_size": patch_size,
         "seed": seed,
+    }
+    if layout is SynthLayout.hub:
+        flair2_only = {
+            "--sentinel": sentinel,
+            "--orthos": orthos,
+            "--ortho-size": ortho_size,
+            "--sat-patch-size": sat_patch_size,
+        }
+        for name, value in flair2_only.items():
+            if value is not None:
+                raise typer.BadParameter(f"{name} applies to --layout flair2 only", param_hint=name)
+        _synth_hub(out, shared, overwrite)
+        return
+    given = {
+        **shared,
         "sentinel": sentinel,
         "n_orthos": orthos,
         "ortho_size": ortho_size,
@@ -117,3 +177,191 @@ def synth(
         table.add_row("orthophoto", f"{image} (labels {labels.name})")
     console.print(table)
     console.print(f"check it with: flair data check {summary.root}", highlight=False)
+
+
+def _synth_hub(out: Path, given: dict[str, Any], overwrite: bool) -> None:
+    from flairkit.synth.hub import HubSynthOptions, synthesize_hub_world
+
+    options = HubSynthOptions(**{key: value for key, value in given.items() if value is not None})
+    summary = synthesize_hub_world(out, options, overwrite)
+    table = Table(title=f"synthetic FLAIR-HUB world in {summary.root}", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    for split, count in summary.counts.items():
+        table.add_row(f"{split} patches (split_1)", f"{count} in {', '.join(summary.domains[split])}")
+    for split, csv_path in summary.csv.items():
+        table.add_row(f"{split} CSV", str(csv_path))
+    table.add_row("dates and splits", str(summary.metadata_dir))
+    console.print(table)
+    console.print(f"check it with: flair data check {summary.root}", highlight=False)
+
+
+class Sampling(str, Enum):
+    """How ``flair data patches`` chooses patches."""
+
+    grid = "grid"
+    balanced = "balanced"
+
+
+def _numbers(text: str | None, kind: type, option: str) -> list[Any] | None:
+    if text is None:
+        return None
+    try:
+        return [kind(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated numbers, got {text!r}", param_hint=option) from None
+
+
+@data_app.command("patches")
+@guarded
+def patches(
+    images: Annotated[list[Path], typer.Argument(help="Orthophotos (GeoTIFF/VRT, 8-bit bands) or folders of them.")],
+    labels: Annotated[
+        Path, typer.Option("--labels", "-l", help="A label raster, or polygons (GeoPackage, Shapefile, ...).")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write the dataset in.")],
+    nomenclature: Annotated[
+        str, typer.Option(help="Built-in nomenclature or the path of a nomenclature YAML: the classes of the masks.")
+    ] = "15cl",
+    class_field: Annotated[str | None, typer.Option(help="Polygons: the attribute holding the class.")] = None,
+    mapping: Annotated[
+        Path | None,
+        typer.Option(help="Table from label values to class codes or names (CSV 'value,class', or YAML/JSON)."),
+    ] = None,
+    layer: Annotated[str | None, typer.Option(help="Polygons: the layer to read.")] = None,
+    labels_start_at: Annotated[
+        int | None, typer.Option(help="0 or 1: where label values start (default: detected and stated).")
+    ] = None,
+    background: Annotated[
+        str | None, typer.Option(help="Polygons: class of the pixels no polygon covers (default: unlabelled).")
+    ] = None,
+    areas: Annotated[
+        Path | None, typer.Option(help="Polygons of the areas (zones), split as wholes (default: a grid).")
+    ] = None,
+    area_field: Annotated[str | None, typer.Option(help="The attribute naming each area.")] = None,
+    split_field: Annotated[
+        str | None, typer.Option(help="An attribute of the areas holding train, val or test (empty: drawn).")
+    ] = None,
+    areas_layer: Annotated[str | None, typer.Option(help="The layer of the areas file to read.")] = None,
+    grid_km: Annotated[float, typer.Option(help="Side in km of the grid cells used as areas without --areas.")] = 1.0,
+    split: Annotated[str, typer.Option(help="Shares of patches for train,val,test, drawn by area.")] = "0.7,0.15,0.15",
+    patch_size: Annotated[int, typer.Option(help="Patch side in pixels.")] = 512,
+    stride: Annotated[int | None, typer.Option(help="Pixels between patch origins (default: the patch size).")] = None,
+    sampling: Annotated[
+        Sampling, typer.Option(help="grid: every patch with labels; balanced: --max-patches, rarest class first.")
+    ] = Sampling.grid,
+    max_patches: Annotated[int | None, typer.Option(help="At most this many patches in all.")] = None,
+    min_labelled: Annotated[
+        float, typer.Option(help="Share of a patch that must be labelled (patches with no label are left out).")
+    ] = 0.0,
+    bands: Annotated[str | None, typer.Option(help="1-based bands to write, e.g. 1,2,3 (default: all).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the split (and of the sampling).")] = 2022,
+    year: Annotated[int | None, typer.Option(help="Acquisition year in the domain names (default: --date's).")] = None,
+    camera: Annotated[str | None, typer.Option(help="Aerial metadata: the camera.")] = None,
+    date: Annotated[str | None, typer.Option(help="Aerial metadata: acquisition date YYYY-MM-DD.")] = None,
+    time: Annotated[str | None, typer.Option(help="Aerial metadata: acquisition time HHhMM.")] = None,
+    altitude: Annotated[float | None, typer.Option(help="Aerial metadata: mean ground altitude (m).")] = None,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Cut your orthophotos and labels into a FLAIR-layout dataset: patches, masks, CSV lists split by area."""
+    from flairkit.data.patches import PatchOptions, make_patches
+
+    shares = _numbers(split, float, "--split")
+    if shares is None or len(shares) != 3:
+        raise typer.BadParameter(f"give 3 shares train,val,test, got {split!r}", param_hint="--split")
+    options = PatchOptions(
+        nomenclature=nomenclature,
+        patch_size=patch_size,
+        stride=stride,
+        sampling=sampling.value,
+        max_patches=max_patches,
+        min_labelled=min_labelled,
+        bands=_numbers(bands, int, "--bands"),
+        class_field=class_field,
+        layer=layer,
+        mapping=mapping,
+        labels_start_at=labels_start_at,
+        background=background,
+        areas=areas,
+        area_field=area_field,
+        split_field=split_field,
+        areas_layer=areas_layer,
+        grid_km=grid_km,
+        split=(shares[0], shares[1], shares[2]),
+        seed=seed,
+        year=year,
+        camera=camera,
+        date=date,
+        time=time,
+        altitude=altitude,
+    )
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True, disable=not stdout_is_terminal()) as bar:
+        task = bar.add_task("scanning", total=None)
+
+        def progress(stage: str, done: int, total: int) -> None:
+            bar.update(task, description=stage, completed=done, total=total)
+
+        summary = make_patches(images, labels, output, options, overwrite=overwrite, progress=progress)
+    splits = list(summary.counts)
+    table = Table(title=f"class frequencies in {summary.root} (% of each split's pixels)")
+    table.add_column("code", justify="right")
+    table.add_column("class")
+    for name in splits:
+        table.add_column(f"{name} %", justify="right")
+    for row in summary.frequencies:
+        code = "" if row["code"] is None else str(row["code"])
+        table.add_row(code, row["class"], *(f"{row['percent'][name]:.2f}" for name in splits))
+    table.add_section()
+    table.add_row("", "patches", *(str(summary.counts[name]) for name in splits))
+    table.add_row("", "areas", *(str(len(summary.areas[name])) for name in splits))
+    console.print(table)
+    for text in summary.notes:
+        console.print(f"[yellow]note:[/] {escape(text)}", highlight=False, soft_wrap=True)
+    console.print(f"report: {summary.report_markdown} and {summary.report.name}", highlight=False, soft_wrap=True)
+    settings = [f"data.{name}_csv={path}" for name, path in summary.csv.items()]
+    settings += [f"data.nomenclature={summary.nomenclature}", f"data.channels=[{','.join(map(str, summary.channels))}]"]
+    console.print(
+        "train on it with: flair train -c <preset or config> " + " ".join(f"--set '{s}'" for s in settings),
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@data_app.command("stats")
+@guarded
+def stats(
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    sample: Annotated[
+        int | None, typer.Option(help="Read only this many train patches, drawn at random (default: all).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the --sample draw.")] = 0,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="YAML file to write the data.normalization snippet in.")
+    ] = None,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Per-band mean and std of data.channels over the train split, as a data.normalization config snippet."""
+    from flairkit.data.datamodule import split_records
+    from flairkit.data.stats import band_statistics
+
+    cfg = resolve_config(config, overrides)
+    if output is not None:
+        check_writable(output, overwrite=overwrite)
+    origin = cfg.data.train_csv or cfg.data.root
+    result = band_statistics(split_records(cfg, "train"), cfg.data.channels, sample=sample, seed=seed)
+    text = result.to_yaml(f"the train split of {origin}")
+    if output is None:
+        console.print(text, highlight=False, soft_wrap=True, markup=False)
+    else:
+        write_text_atomic(output, text, overwrite=overwrite)
+        console.print(f"written {output}", highlight=False, soft_wrap=True)
+    norm = result.normalization()
+    settings = [f"data.normalization.means={norm['means']}", f"data.normalization.stds={norm['stds']}"]
+    console.print(
+        "use them with: " + " ".join(f"--set '{s.replace(' ', '')}'" for s in settings),
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
+    )

@@ -1,17 +1,56 @@
-"""``flair data download``: fetch a FLAIR dataset (resumable), verify it, extract it and check it."""
+"""``flair data download``: fetch a FLAIR dataset (verified, resumable), extract it and check it."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from flairkit.cli.common import OverwriteOption, console, error_console, guarded
-from flairkit.data.download import MIRROR_ENV, available_datasets, download_dataset
+from flairkit.data.check import CheckReport, check_dataset
+from flairkit.data.download import MIRROR_ENV, available_datasets, download_dataset, load_manifest
+from flairkit.fetch import ProgressCallback
 
 _SHOWN_PROBLEMS = 20
+
+
+@contextlib.contextmanager
+def transfer_progress(enabled: bool) -> Iterator[ProgressCallback | None]:
+    """Rich progress bars on stderr, one per label the library reports (bytes done out of total)."""
+    if not enabled:
+        yield None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, TimeRemainingColumn(), console=error_console) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def report(label: str, done: int, total: int | None) -> None:
+            if label not in tasks:
+                tasks[label] = bar.add_task(label, total=total)
+            bar.update(tasks[label], completed=done, total=total)
+
+        yield report
+
+
+def _check(root: Path, progress: bool) -> CheckReport:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=error_console, disable=not progress) as bar:
+        task = bar.add_task(f"checking {root}", total=None)
+        return check_dataset(root, progress=lambda done, total: bar.update(task, completed=done, total=total))
 
 
 @guarded
@@ -20,7 +59,11 @@ def download_command(
     to: Annotated[Path | None, typer.Option("--to", help="Folder that receives the dataset.")] = None,
     mirror: Annotated[
         str | None,
-        typer.Option("--mirror", help=f"Base URL or folder to download from instead of IGN's (or ${MIRROR_ENV})."),
+        typer.Option(
+            "--mirror",
+            help="A folder holding the files under their manifest paths, or a URL replacing the dataset's source "
+            f"(a copy of IGN's storage, or a Hugging Face mirror for files on the Hub); or ${MIRROR_ENV}.",
+        ),
     ] = None,
     overwrite: OverwriteOption = False,
     list_only: Annotated[bool, typer.Option("--list", help="List the datasets that can be downloaded.")] = False,
@@ -28,6 +71,9 @@ def download_command(
     retries: Annotated[int, typer.Option("--retries", min=0, help="Retries per file on network errors.")] = 5,
     keep_archives: Annotated[
         bool, typer.Option("--keep-archives", help="Keep the zip files after extraction.")
+    ] = False,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Use local files only (as HF_HUB_OFFLINE=1 does).")
     ] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
 ) -> None:
@@ -39,23 +85,25 @@ def download_command(
         raise typer.BadParameter("name the dataset to download (see --list)", param_hint="NAME")
     if to is None:
         raise typer.BadParameter("choose the folder that receives the dataset", param_hint="--to")
-    result = download_dataset(
-        name,
-        to,
-        mirror=mirror,
-        overwrite=overwrite,
-        retries=retries,
-        progress=progress,
-        check=not no_check,
-        keep_archives=keep_archives,
-    )
+    with transfer_progress(progress) as report:
+        result = download_dataset(
+            name,
+            to,
+            mirror=mirror,
+            overwrite=overwrite,
+            retries=retries,
+            check=False,
+            keep_archives=keep_archives,
+            offline=True if offline else None,
+            progress=report,
+        )
     fetched = f"{len(result.downloaded)} file(s) downloaded"
     if result.skipped:
         fetched += f", {len(result.skipped)} already present"
     console.print(f"{name}: {fetched}; dataset in {result.root}", highlight=False)
-    report = result.check
-    if report is None:
+    if no_check or not load_manifest().datasets[name].check or not result.root.is_dir():
         return
+    report = _check(result.root, progress)
     fatal = [problem for problem in report.problems if problem.fatal]
     warnings = len(report.problems) - len(fatal)
     if not fatal:
@@ -71,9 +119,10 @@ def download_command(
 
 
 def _print_datasets() -> None:
-    table = Table("name", "approx. download", "files", "description")
+    table = Table("name", "approx. download", "files", "source", "description")
     for spec in available_datasets():
         gigabytes = spec.approx_size / 1e9
         size = "?" if not spec.approx_size else f"{gigabytes:.1f} GB" if gigabytes >= 1 else f"{gigabytes * 1e3:.0f} MB"
-        table.add_row(spec.name, size, str(len(spec.files)), spec.description)
+        sources = sorted({f.source.repo_id or "IGN storage" for f in spec.files})
+        table.add_row(spec.name, size, str(len(spec.files)), ", ".join(sources), spec.description)
     console.print(table)

@@ -8,8 +8,21 @@ from typing import Annotated
 import typer
 
 from flairkit.cli.common import ConfigOption, OverwriteOption, SetOption, console, guarded
-from flairkit.cli.predict import CheckpointOption, ProgressOption, SplitOption, checkpoint_source, config_for_weights
+from flairkit.cli.metrics import metrics_view
+from flairkit.cli.predict import (
+    CheckpointOption,
+    DeviceOption,
+    PrecisionOption,
+    ProgressOption,
+    SplitOption,
+    TtaOption,
+    config_file,
+    network_for_prediction,
+    prediction_progress,
+)
+from flairkit.evaluation.html import REPORT_FILE
 from flairkit.evaluation.predict import evaluate
+from flairkit.models.inference import forward_passes
 
 
 @guarded
@@ -21,11 +34,25 @@ def evaluate_command(
     split: SplitOption = "test",
     overwrite: OverwriteOption = False,
     progress: ProgressOption = True,
+    device: DeviceOption = None,
+    precision: PrecisionOption = None,
+    tta: TtaOption = None,
 ) -> None:
-    """Predict a split and write metrics/confmat.npy, metrics.json, per-class CSV, report and figures."""
-    from flairkit.models.checkpoints import load_model
-
-    cfg = config_for_weights(config, overrides, checkpoint)
-    model = load_model(cfg, checkpoint_source(checkpoint, cfg.evaluate.checkpoint))
-    evaluate(cfg, model, out, split=split, overwrite=overwrite, progress=progress, console=console)
-    console.print(f"metrics written to {Path(out) / 'metrics'}")
+    """Predict a split and write metrics/confmat.npy, metrics.json, per-class CSV, figures and report.html."""
+    cfg, weights, model = network_for_prediction(config, overrides, checkpoint, device, precision, tta)
+    with prediction_progress(progress) as on_progress:
+        metrics = evaluate(
+            cfg,
+            model,
+            out,
+            split=split,
+            overwrite=overwrite,
+            progress=on_progress,
+            weights=weights,
+            inputs=config_file(config),
+        )
+    console.print(metrics_view(metrics))
+    console.print(
+        f"metrics written to {Path(out) / 'metrics'} ({forward_passes(cfg.evaluate.tta, len(model))} per patch)"
+    )
+    console.print(f"report: {Path(out) / REPORT_FILE}")

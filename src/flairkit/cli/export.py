@@ -23,10 +23,14 @@ def export_command(
         bool, typer.Option("--onnx", help="Also write model.onnx (aerial models; tiles of detect.tile_size).")
     ] = False,
     overwrite: OverwriteOption = False,
+    private: Annotated[
+        bool, typer.Option("--private", help="Make the bundle readable by its owner only (0700/0600).")
+    ] = False,
 ) -> None:
     """Load weights strictly with their config and write a bundle that any flairkit command accepts."""
-    from flairkit.models.checkpoints import config_from_checkpoint, load_model, weights_config_source
     from flairkit.models.export import export_bundle
+    from flairkit.models.loader import load_model
+    from flairkit.models.weights import config_from_checkpoint, weights_config_source
 
     source = config or weights_config_source(checkpoint)
     if source is not None:
@@ -39,6 +43,8 @@ def export_command(
             )
         cfg = saved
     model = load_model(cfg, checkpoint)
-    folder = export_bundle(cfg, model, out, overwrite=overwrite, onnx=onnx, tile_size=cfg.detect.tile_size)
+    folder = export_bundle(
+        cfg, model, out, overwrite=overwrite, onnx=onnx, tile_size=cfg.detect.tile_size, private=private
+    )
     files = ", ".join(sorted(p.name for p in folder.iterdir()))
     console.print(f"bundle written to {folder} ({files})")

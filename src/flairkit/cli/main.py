@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from flairkit.cli.common import print_warnings_once
 from flairkit.cli.compare import compare_command
 from flairkit.cli.config import config_app
 from flairkit.cli.data import data_app
@@ -42,6 +43,7 @@ app.add_typer(data_app, name="data")
 
 def main() -> None:
     """Entry point of the ``flair`` console script."""
+    print_warnings_once()
     app()
 
 

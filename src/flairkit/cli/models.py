@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from flairkit.cli.common import console, guarded
+from flairkit.cli.common import console, error_console, guarded
 from flairkit.config.schema import FLAIR_MEANS
 
 
@@ -72,7 +72,7 @@ def _details(name: str) -> list[Any]:
     info = model_info(name)
     summary = Table(title=name, show_header=False)
     summary.add_column("key", style="bold")
-    summary.add_column("value")
+    summary.add_column("value", overflow="fold")  # URLs and hashes are shown whole
     summary.add_row("description", info["description"] or "-")
     summary.add_row("modalities", f"{info['modalities']} ({', '.join(info['band_names'])})")
     summary.add_row("channels (data.channels)", str(info["channels"]))
@@ -85,10 +85,12 @@ def _details(name: str) -> list[Any]:
     if release:
         summary.add_row("hub repository", release["hub_repo"])
         summary.add_row("weights file", release["filename"])
-        summary.add_row("sha256", release["sha256"] or "not published")
+        summary.add_row("revision", release["revision"])
+        summary.add_row("sha256", release["sha256"] or "not published: checked against the hub's ETag")
+        summary.add_row("size", f"{release['size']:,} bytes" if release["size"] is not None else "not published")
         summary.add_row("download URL", release["url"])
-        cached = "cached" if release["cached"] else "not downloaded yet"
-        summary.add_row("local cache", f"{release['cache_path']} ({cached})")
+        cached = release["cache_path"] or f"not downloaded yet (`flair models {name} --download`)"
+        summary.add_row("hub cache", cached)
     else:
         summary.add_row("released weights", "none (train with `flair train`)")
     parts: list[Any] = [summary]
@@ -109,7 +111,7 @@ def _details(name: str) -> list[Any]:
 
 
 def _inspection(path: Path, verbose: bool) -> Table:
-    from flairkit.models.checkpoints import inspect_checkpoint
+    from flairkit.models.weights import inspect_checkpoint
 
     info = inspect_checkpoint(path)
     table = Table(title=f"weights file {info['path']}", show_header=False)
@@ -128,6 +130,17 @@ def _inspection(path: Path, verbose: bool) -> Table:
     return table
 
 
+def _download(name: str | None) -> None:
+    from flairkit.cli.download import transfer_progress
+    from flairkit.models.zoo import resolve_weights
+
+    if name is None:
+        raise typer.BadParameter("name the released model to download (see `flair models`)", param_hint="NAME")
+    with transfer_progress(error_console.is_terminal) as report:
+        path = resolve_weights(name, progress=report)
+    console.print(f"weights of {name}: {path}", highlight=False)
+
+
 @guarded
 def models_command(
     name: Annotated[str | None, typer.Argument(help="A preset or released model name: show its details.")] = None,
@@ -138,9 +151,14 @@ def models_command(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="More detail: descriptions in the list, sha256 when inspecting.")
     ] = False,
+    download: Annotated[
+        bool, typer.Option("--download", help="Download the named released model's weights into the hub cache.")
+    ] = False,
 ) -> None:
     """List the presets and released models, show one in detail, or inspect a weights file."""
-    if inspect is not None:
+    if download:
+        _download(name)
+    elif inspect is not None:
         console.print(_inspection(inspect, verbose))
     elif name is not None:
         for part in _details(name):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
 
 from flairkit.cli.common import OverwriteOption, SetOption, console, guarded, resolve_config
+from flairkit.cli.predict import prediction_progress
 
 
 @guarded
@@ -17,7 +20,27 @@ def reproduce_command(
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Train and evaluate PRESET on your copy of the dataset (--set data.root=...), then compare with the paper."""
-    from flairkit.reproduce import reproduce
+    from flairkit.cli.compare import comparison_view
+    from flairkit.cli.metrics import metrics_view
+    from flairkit.workflows.reproduce import reproduce
 
-    result = reproduce(resolve_config(preset, overrides), overwrite=overwrite, progress=progress, console=console)
+    config = resolve_config(preset, overrides)
+    with contextlib.ExitStack() as stack:
+        bar: Callable[[int, int], None] | None = None
+
+        def predicting(done: int, total: int) -> None:
+            nonlocal bar
+            if bar is None:  # started with the first prediction, after Lightning's training bar
+                bar = stack.enter_context(prediction_progress(True))
+            if bar is not None:
+                bar(done, total)
+
+        result = reproduce(
+            config,
+            overwrite=overwrite,
+            training_progress=progress,
+            evaluation_progress=predicting if progress else None,
+        )
+    console.print(metrics_view(result.metrics))
+    console.print(comparison_view(result.comparison))
     console.print(f"comparison written to {result.files}")

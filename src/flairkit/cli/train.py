@@ -27,6 +27,8 @@ def train_command(
             raise ConfigError(f"--resume: no last checkpoint in {cfg.run_dir / 'checkpoints'}; start without --resume")
         cfg.train.resume_from = checkpoint
     result = train(cfg, overwrite=overwrite, progress=progress)
+    for note in result.adaptations:
+        console.print(f"init weights adapted: {note}", highlight=False, soft_wrap=True, markup=False)
     console.print(f"[green]training finished[/] after {result.epochs} epoch(s) in {result.run_dir}")
     console.print(f"best checkpoint: {result.best_checkpoint}")
     if result.val_miou is not None:

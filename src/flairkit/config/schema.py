@@ -6,22 +6,42 @@ wrong types and inconsistent combinations are refused when the config is built, 
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from flairkit.nomenclature import NOMENCLATURES
+from flairkit.errors import ConfigError
+from flairkit.nomenclature import NOMENCLATURES, get_nomenclature
 
 FLAIR_MEANS = (105.08, 110.87, 101.82, 106.38, 53.26)
 FLAIR_STDS = (52.17, 45.38, 44.00, 39.69, 79.30)
 BAND_NAMES = ("red", "green", "blue", "nir", "elevation")
+DEVICE_PATTERN = r"auto|cpu|cuda|gpu|mps|cuda:\d+"
+"""The device names of ``evaluate.device``, ``detect.device`` and ``--device``."""
+InferencePrecision = Literal["auto", "32", "bf16", "fp16"]
+RELEASE_WEIGHTS = "release"
+"""``train.init_weights`` value that names the preset's released weights."""
+TestTimeAugmentation = Literal["none", "flips", "d4"]
 
 
 class Section(BaseModel):
     """A config section: unknown keys are errors, assignments are validated."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
+
+
+def _device_name(value: str) -> str:
+    if not re.fullmatch(DEVICE_PATTERN, value):
+        raise ValueError("must be auto, cpu, cuda (this rank's GPU), cuda:N (e.g. cuda:1) or mps")
+    return value
+
+
+def _number_as_text(value: Any) -> Any:
+    # `--set detect.precision=32` reads as a number: accept it as the text the precision settings expect.
+    return str(value) if isinstance(value, int) else value
 
 
 def _existing(path: Path | None, key: str) -> Path | None:
@@ -70,6 +90,134 @@ class SentinelConfig(Section):
         return value
 
 
+HubModality = Literal[
+    "AERIAL_RGBI", "AERIAL-RLT_PAN", "DEM_ELEV", "SPOT_RGBI", "SENTINEL2_TS", "SENTINEL1-ASC_TS", "SENTINEL1-DESC_TS"
+]
+"""FLAIR-HUB input modalities, named as IGN's folders and split-CSV columns."""
+HubLabel = Literal["AERIAL_LABEL-COSIA", "ALL_LABEL-LPIS"]
+"""FLAIR-HUB supervisions: COSIA land cover (19 classes) and LPIS crop types (3 nomenclature levels)."""
+HUB_BANDS: dict[str, int] = {
+    "AERIAL_RGBI": 4,
+    "AERIAL-RLT_PAN": 1,
+    "DEM_ELEV": 2,
+    "SPOT_RGBI": 4,
+    "SENTINEL2_TS": 10,
+    "SENTINEL1-ASC_TS": 2,
+    "SENTINEL1-DESC_TS": 2,
+}
+"""Bands of each FLAIR-HUB input modality (per date for the series)."""
+
+
+class HubSentinel2Config(Section):
+    """FLAIR-HUB Sentinel-2 series (SENTINEL2_TS): cloud and snow filtering with SENTINEL2_MSK-SC, monthly means."""
+
+    filter_clouds: bool = True
+    """Drop dates covered by clouds or snow according to the SENTINEL2_MSK-SC masks (IGN's filter_sentinel2)."""
+    cloud_threshold: int = Field(1, ge=0, le=100)
+    """A pixel is cloudy when its cloud probability (0-100) is above this (IGN's filter_sentinel2_max_cloud)."""
+    snow_threshold: int = Field(1, ge=0, le=100)
+    """A pixel is snowy when its snow probability (0-100) is above this (IGN's filter_sentinel2_max_snow)."""
+    max_cover: float = Field(0.05, ge=0, le=1)
+    """A date is kept when at most this fraction of its pixels is cloudy or snowy (IGN's
+    filter_sentinel2_max_frac_cover). When no date passes, clouds are ignored as IGN does; when still none
+    passes, the least covered date is kept."""
+    monthly_average: bool = False
+    """Average the kept dates of each calendar month, dated the 15th (IGN's temporal_average_sentinel2: monthly)."""
+    fill_empty_months: bool = False
+    """With monthly_average, always 12 months as IGN: a month without a date repeats the previous month's mean and
+    offset (zeros before the first); off: such months are left out and the batch pads them."""
+
+
+class HubSentinel1Config(Section):
+    """FLAIR-HUB Sentinel-1 series (SENTINEL1-ASC_TS and SENTINEL1-DESC_TS, VV and VH)."""
+
+    monthly_average: bool = False
+    """Average the dates of each calendar month, dated the 15th (IGN's temporal_average_sentinel1: monthly)."""
+    fill_empty_months: bool = False
+    """As data.hub.sentinel2.fill_empty_months."""
+
+
+class HubDataConfig(Section):
+    """FLAIR-HUB in IGN's distributed layout: any subset of modalities, COSIA and LPIS labels (README, FLAIR-HUB)."""
+
+    root: Path | None = None
+    """FLAIR-HUB folder holding the {DOM}-{YEAR}_{MOD} folders and GLOBAL_ALL_MTD; null when not using FLAIR-HUB."""
+    metadata_dir: Path | None = None
+    """Folder of the GLOBAL_ALL_MTD GeoPackages (Sentinel dates, official splits); default: root/GLOBAL_ALL_MTD."""
+    split: str = "split_1"
+    """Column of GLOBAL_ALL_MTD_SPLIT.gpkg giving each patch's split: split_1..split_5, split_flairchallenge, ...
+    (values train, valid, test)."""
+    train_csv: Path | None = None
+    """IGN split CSV of the train patches (patch_id and one path column per modality); replaces the split column."""
+    val_csv: Path | None = None
+    """IGN split CSV of the validation patches."""
+    test_csv: Path | None = None
+    """IGN split CSV of the test patches."""
+    modalities: list[HubModality] = Field(default_factory=lambda: ["AERIAL_RGBI"])
+    """Input modalities read for each patch: AERIAL_RGBI, AERIAL-RLT_PAN, DEM_ELEV, SPOT_RGBI, SENTINEL2_TS,
+    SENTINEL1-ASC_TS, SENTINEL1-DESC_TS."""
+    channels: dict[HubModality, list[int]] = Field(default_factory=dict)
+    """1-based bands read per modality, in model order (IGN's inputs_channels, e.g. AERIAL_RGBI: [4, 1, 2]); a
+    modality not listed reads all its bands. DEM_ELEV takes data.hub.elevation instead."""
+    elevation: Literal["dsm_ndsm", "dsm_dtm", "ndsm"] = "dsm_ndsm"
+    """DEM_ELEV channels: dsm_ndsm [DSM, DSM - DTM] (IGN's training default, calc_elevation + stack_dsm); dsm_dtm the
+    file's [DSM, DTM] (IGN's zone detection); ndsm [DSM - DTM]."""
+    labels: list[HubLabel] = Field(default_factory=lambda: ["AERIAL_LABEL-COSIA"])
+    """Supervisions read for each patch: AERIAL_LABEL-COSIA (land cover), ALL_LABEL-LPIS (crop types), both, or none."""
+    lpis_level: int = Field(1, ge=1, le=3)
+    """LPIS nomenclature level, the band read from ALL_LABEL-LPIS: 1 (23 classes), 2 (31) or 3 (46)."""
+    reference_date: str = "05-15"
+    """MM-DD: series dates become offsets date - reference in days, the reference taken in each date's own year
+    (IGN's ref_date; the opposite sign to FLAIR #2)."""
+    sentinel2: HubSentinel2Config = Field(default_factory=HubSentinel2Config)
+    sentinel1: HubSentinel1Config = Field(default_factory=HubSentinel1Config)
+
+    _root_exists = field_validator("root")(lambda v: _existing(v, "data.hub.root"))
+    _metadata_exists = field_validator("metadata_dir")(lambda v: _existing(v, "data.hub.metadata_dir"))
+    _train_exists = field_validator("train_csv")(lambda v: _existing(v, "data.hub.train_csv"))
+    _val_exists = field_validator("val_csv")(lambda v: _existing(v, "data.hub.val_csv"))
+    _test_exists = field_validator("test_csv")(lambda v: _existing(v, "data.hub.test_csv"))
+
+    @field_validator("modalities", "labels")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"a name is listed twice in {value}")
+        return value
+
+    @field_validator("modalities")
+    @classmethod
+    def _some_modality(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("select at least one input modality, e.g. [AERIAL_RGBI]")
+        return value
+
+    @field_validator("channels")
+    @classmethod
+    def _valid_channels(cls, value: dict[str, list[int]]) -> dict[str, list[int]]:
+        for modality, bands in value.items():
+            if modality == "DEM_ELEV":
+                raise ValueError("DEM_ELEV takes no channels; choose its bands with data.hub.elevation")
+            count = HUB_BANDS[modality]
+            bad = [b for b in bands if not 1 <= b <= count]
+            if not bands or bad or len(set(bands)) != len(bands):
+                example = list(range(1, count + 1))
+                raise ValueError(
+                    f"{modality}: {bands} must list distinct 1-based bands within 1..{count}, e.g. {example}"
+                )
+        return value
+
+    @field_validator("reference_date")
+    @classmethod
+    def _month_day(cls, value: str) -> str:
+        try:
+            # 2001 is not a leap year: the reference must exist in every year.
+            dt.date.fromisoformat(f"2001-{value}" if re.fullmatch(r"\d{2}-\d{2}", value) else "")
+        except ValueError:
+            raise ValueError(f"{value!r} is not a MM-DD date of every year (29 February is not); e.g. 05-15") from None
+        return value
+
+
 class DataConfig(Section):
     """Where the dataset is and how patches become tensors."""
 
@@ -84,13 +232,15 @@ class DataConfig(Section):
     channels: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5])
     """1-based aerial bands in the order fed to the model: 1 R, 2 G, 3 B, 4 NIR, 5 elevation."""
     nomenclature: str = "15cl"
-    """Mask values -> targets: 15cl (19 logits, 4 disabled), 19cl, 13cl (FLAIR #2), 12cl, hub (see `flair models`)."""
+    """Mask values -> targets: 15cl (19 logits, 4 disabled), 19cl, 13cl (FLAIR #2), 12cl, hub (see `flair models`), or
+    the path of a nomenclature YAML (README, "Your own data")."""
     normalization: NormalizationConfig = Field(default_factory=NormalizationConfig)
     metadata: bool = False
     """Feed the 45-value aerial metadata encoding to the model (FLAIR-1 MTD)."""
     metadata_encoding: Literal["official", "corrected"] = "official"
     """official keeps IGN's constant month term; corrected encodes the month properly."""
     sentinel: SentinelConfig = Field(default_factory=SentinelConfig)
+    hub: HubDataConfig = Field(default_factory=HubDataConfig)
     val_fraction: float = Field(0.2, gt=0, lt=1)
     """Share of domains held out for validation when splitting a FLAIR #2 folder by domain."""
     split_seed: int = 2022
@@ -100,7 +250,8 @@ class DataConfig(Section):
     batch_size: int = Field(10, gt=0)
     """Patches per training batch and per process (global batch = batch_size x devices x nodes)."""
     num_workers: int | None = Field(None, ge=0)
-    """Loader processes; default: min(cores - 1, 8)."""
+    """Loader processes; default: this process's share of the CPUs it may use (affinity mask, cgroup quota, split
+    between LOCAL_WORLD_SIZE ranks) minus one, at most 8."""
     pin_memory: bool | None = None
     """Default: on when training on a GPU."""
     prefetch_factor: int = Field(2, gt=0)
@@ -126,8 +277,12 @@ class DataConfig(Section):
     @field_validator("nomenclature")
     @classmethod
     def _known_nomenclature(cls, value: str) -> str:
-        if value not in NOMENCLATURES:
-            raise ValueError(f"unknown nomenclature {value!r}; choose one of {', '.join(NOMENCLATURES)}")
+        if value in NOMENCLATURES:
+            return value
+        try:
+            get_nomenclature(value)
+        except (KeyError, ConfigError) as error:
+            raise ValueError(str(error.args[0])) from None
         return value
 
     @model_validator(mode="after")
@@ -197,6 +352,14 @@ class ModelConfig(Section):
     """U-T&T: fuse the Sentinel-2 U-TAE branch into the aerial U-Net (FLAIR #2)."""
     utae: UTAEConfig = Field(default_factory=UTAEConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
+    weights_config_check: Literal["strict", "warn", "off"] = "strict"
+    """Weights that carry their config (flairkit checkpoint, bundle, released model) made for another nomenclature,
+    band selection, normalisation or network: strict refuses them, warn logs the differences, off skips the check.
+    With train.init_weights, warn or off also fine-tunes onto another nomenclature (the head is rebuilt as with
+    train.rebuild_head, which checks the other inputs still)."""
+
+    # YAML reads a bare `off` as false (`--set model.weights_config_check=off`): take it as the text.
+    _off_text = field_validator("weights_config_check", mode="before")(lambda v: "off" if v is False else v)
 
 
 class TrainConfig(Section):
@@ -248,11 +411,23 @@ class TrainConfig(Section):
     compile: bool = False
     """torch.compile the network."""
     retain_freed_memory: bool = True
-    """Keep freed memory in the training process (glibc): 1.35-1.5x faster CPU steps at 512 px, higher peak RSS."""
+    """CPU training (never GPUs): keep freed memory in the process (glibc), 1.35-1.5x faster steps, higher peak RSS."""
     resume_from: Path | None = None
     """A checkpoint of an interrupted run: restores weights, optimiser, scheduler and epoch."""
     init_weights: Path | None = None
-    """Weights to start from (fine-tuning); the optimiser starts afresh."""
+    """Weights to start from (fine-tuning): a weights file, a bundle folder, or ``release``: the released weights of
+    the preset (its ``release`` section; fetched into the hub cache). The optimiser starts afresh."""
+    rebuild_head: bool = False
+    """With init_weights made for another nomenclature: rebuild the segmentation head for data.nomenclature (a class
+    grouping FLAIR classes starts from theirs, README "Adapt a released model"); the other inputs are still checked."""
+    adapt_inputs: bool = False
+    """With init_weights made for other bands or normalisation: accept data.channels and data.normalization as they
+    are; the first convolution keeps the filters of known bands, and new bands get the mean of its filters."""
+    freeze_encoder_epochs: int = Field(0, ge=0)
+    """Train with the encoder frozen (no gradient, batch norm in eval mode) for this many first epochs."""
+    ema_decay: float | None = Field(None, gt=0, lt=1)
+    """Exponential moving average of the weights and BatchNorm buffers, updated after each optimiser step with this
+    decay (e.g. 0.999); validation and the saved checkpoints use the averaged weights. null: off."""
     checkpoint_every_n_epochs: int = Field(1, ge=1)
     """Checkpoint period in epochs."""
     limit_train_batches: int | float = 1.0
@@ -262,10 +437,11 @@ class TrainConfig(Section):
     log_every_n_steps: int = Field(10, gt=0)
     """Logging period in steps."""
 
-    # `--set train.precision=32` reads as a number: accept it as the text Lightning expects.
-    _precision_text = field_validator("precision", mode="before")(lambda v: str(v) if isinstance(v, int) else v)
+    _precision_text = field_validator("precision", mode="before")(_number_as_text)
     _resume_exists = field_validator("resume_from")(lambda v: _existing(v, "train.resume_from"))
-    _init_exists = field_validator("init_weights")(lambda v: _existing(v, "train.init_weights"))
+    _init_exists = field_validator("init_weights")(
+        lambda v: v if v == Path(RELEASE_WEIGHTS) else _existing(v, "train.init_weights")
+    )
 
 
 class EvaluateConfig(Section):
@@ -277,8 +453,19 @@ class EvaluateConfig(Section):
     """auto: flair2 for 13-logit nomenclatures, flair1 otherwise."""
     batch_size: int = Field(8, gt=0)
     """Patches per prediction batch."""
+    device: str = "auto"
+    """auto: this rank's GPU (cuda:LOCAL_RANK modulo the GPU count) when CUDA is present, else Apple MPS, else the CPU;
+    or cpu, cuda, cuda:N, mps (--device)."""
+    precision: InferencePrecision = "auto"
+    """Autocast of the network's forward pass: auto is bf16 on GPUs that compute it natively (Ampere and newer), 32
+    elsewhere; 32, bf16 or fp16 (--precision)."""
+    tta: TestTimeAugmentation = "none"
+    """Test-time augmentation, probabilities averaged: none, flips (4 passes per patch) or d4 (the 8 dihedral
+    transforms: 8 passes) (--tta)."""
 
     _ckpt_exists = field_validator("checkpoint")(lambda v: _existing(v, "evaluate.checkpoint"))
+    _device_known = field_validator("device")(_device_name)
+    _precision_text = field_validator("precision", mode="before")(_number_as_text)
 
 
 class DetectConfig(Section):
@@ -297,7 +484,14 @@ class DetectConfig(Section):
     batch_size: int = Field(1, gt=0)
     """Tiles per inference batch (flair-detect uses 4 tiles of 512)."""
     backend: Literal["auto", "torch", "onnx"] = "auto"
-    """auto: ONNX Runtime on CPU when installed (faster), else torch; onnx: ONNX Runtime or an error; torch."""
+    """auto: ONNX Runtime on CPU when installed (faster), else torch; onnx: ONNX Runtime (its CUDA provider on a GPU:
+    without it, a warning and torch) or an error; torch."""
+    device: str = "auto"
+    """As evaluate.device: auto, cpu, cuda (this rank's GPU), cuda:N or mps (--device)."""
+    precision: InferencePrecision = "auto"
+    """As evaluate.precision: auto (bf16 on GPUs that compute it natively, else 32), 32, bf16 or fp16 (--precision)."""
+    tta: TestTimeAugmentation = "none"
+    """As evaluate.tta: none, flips (4 passes per tile) or d4 (8 passes) (--tta)."""
     channels_last: bool = True
     """Run a torch network in channels_last memory format (faster convolutions on CPU and in mixed precision on GPU)."""
     output_codes: Literal["flair", "index"] = "flair"
@@ -308,6 +502,9 @@ class DetectConfig(Section):
     """Also write a confidence band (max probability, uint8) into ``<map>_scores.tif``."""
     nodata: float | None = None
     """Input value marking missing pixels (in all selected bands); overrides the file's own nodata."""
+    all_zero_is_nodata: bool = True
+    """When an input declares neither a nodata value nor a mask, pixels whose selected bands are all 0 are missing
+    (nodata in the map); false classifies them. Pixels that no source of a VRT covers are always missing."""
     block_size: int | None = Field(None, gt=0)
     """Side in pixels of the unit of work, resume and distribution (default about 2048, rounded to the tile step)."""
     cog: bool = False
@@ -318,6 +515,9 @@ class DetectConfig(Section):
     """Polygons smaller than this (m²) are dropped when vectorising."""
     simplify_tolerance: float = Field(0.0, ge=0)
     """Douglas-Peucker tolerance (m) when vectorising; 0 keeps pixel edges."""
+
+    _device_known = field_validator("device")(_device_name)
+    _precision_text = field_validator("precision", mode="before")(_number_as_text)
 
     @model_validator(mode="after")
     def _margin_fits(self) -> DetectConfig:
@@ -340,13 +540,27 @@ class PublishedMetrics(Section):
 
 
 class ReleaseConfig(Section):
-    """Where IGN's released weights of a preset are published."""
+    """Where IGN's released weights of a preset are published, the revision they are pinned to, how they are checked."""
 
     hub_repo: str
     """Model hub repository, e.g. IGNF/FLAIR-INC_rgbie_15cl_resnet34-unet."""
     filename: str
     """Weights file inside the repository."""
-    sha256: str | None = None
+    revision: str = "main"
+    """Commit sha the weights are pinned to, or ``main`` when no commit is known (then whatever main holds)."""
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    """Published sha256 of the weights file (its LFS object id on the hub), or null when unknown."""
+    size: int | None = Field(default=None, ge=0)
+    """Exact size of the weights file in bytes, or null when unknown."""
+    verify: Literal["sha256", "hub-etag"] = "hub-etag"
+    """``sha256``: checked against ``sha256``; ``hub-etag``: no sha256 is known, so the download is checked
+    against the ETag the hub sends with it (the sha256 of an LFS file)."""
+
+    @model_validator(mode="after")
+    def _verify_matches_sha256(self) -> ReleaseConfig:
+        if (self.verify == "sha256") != (self.sha256 is not None):
+            raise ValueError("release.verify must be sha256 when release.sha256 is set, and hub-etag when it is null")
+        return self
 
 
 class FlairConfig(Section):

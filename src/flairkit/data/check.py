@@ -37,7 +37,7 @@ from flairkit.data.sentinel import (
     sentinel_files,
 )
 from flairkit.errors import ConfigError, DataError
-from flairkit.nomenclature import Nomenclature, get_nomenclature
+from flairkit.nomenclature import Nomenclature, get_nomenclature, label_origin
 
 IMAGE_BANDS = 5
 RESOLUTION_TOLERANCE = 0.01
@@ -89,7 +89,7 @@ class _AreaInfo:
     width: int
 
 
-def _problem(path: Path, error: Exception, fatal: bool = True) -> Problem:
+def problem_from_error(path: Path, error: Exception, fatal: bool = True) -> Problem:
     """A problem from a library error, without repeating the path its message starts with."""
     message = str(error)
     prefix = f"{path}: "
@@ -116,14 +116,8 @@ def _check_image(path: Path, context: _Context, problems: list[Problem]) -> tupl
         profile = read_profile(path)
         pixels = read_raster(path)
     except DataError as error:
-        problems.append(_problem(path, error))
+        problems.append(problem_from_error(path, error))
         return None
-    if profile["count"] != IMAGE_BANDS:
-        problems.append(
-            Problem(
-                path, f"has {profile['count']} band(s), FLAIR images have {IMAGE_BANDS} (R, G, B, NIR, elevation)", True
-            )
-        )
     if pixels.dtype != np.uint8:
         problems.append(Problem(path, f"bands are {pixels.dtype}, FLAIR images are uint8; convert the file", True))
     size = context.expected_size
@@ -148,28 +142,31 @@ def _check_image(path: Path, context: _Context, problems: list[Problem]) -> tupl
 
 def _check_mask(
     path: Path, image: tuple[dict[str, Any], np.ndarray] | None, context: _Context, problems: list[Problem]
-) -> None:
+) -> set[int]:
+    """Check a mask; the distinct values it holds (none when it cannot be read as uint8)."""
     if not path.is_file():
         problems.append(Problem(path, "mask file is missing; every image of a labelled split needs its mask", True))
-        return
+        return set()
     try:
         profile = read_profile(path)
         mask = read_raster(path)
     except DataError as error:
-        problems.append(_problem(path, error))
-        return
+        problems.append(problem_from_error(path, error))
+        return set()
+    values: set[int] = set()
     if mask.shape[0] != 1:
         problems.append(Problem(path, f"has {mask.shape[0]} bands, FLAIR masks have 1", True))
     if mask.dtype != np.uint8:
         problems.append(Problem(path, f"values are {mask.dtype}, FLAIR masks are uint8 class codes; convert it", True))
     else:
+        values = set(np.unique(mask).tolist())
         invalid = context.nomenclature.invalid_values(mask)
         if invalid.size:
             problems.append(
                 Problem(
                     path,
                     f"values {invalid.tolist()} are no class of the {context.nomenclature.name} nomenclature "
-                    f"(FLAIR codes are 1..19); fix the mask",
+                    f"(class values are {context.nomenclature.describe_values()}); fix the mask",
                     True,
                 )
             )
@@ -185,6 +182,29 @@ def _check_mask(
             )
         elif profile.get("transform") != image_profile.get("transform"):
             problems.append(Problem(path, "mask and image are not georeferenced alike (transforms differ)", False))
+    return values
+
+
+def _origin_problem(source: Path, values: set[int], nomenclature: Nomenclature) -> Problem | None:
+    """A warning when the masks' values look shifted from the nomenclature's (e.g. labels that start at 0)."""
+    try:
+        origin = label_origin(values, nomenclature, "the masks")
+    except DataError:
+        return None  # each mask with values outside the classes is reported already
+    if origin.shift == 0:
+        return None
+    start = min(nomenclature.class_values) - origin.shift
+    declare = f"declare first_code: {start} in a nomenclature YAML (README, 'Your own data')"
+    if start == nomenclature.ignore_value:
+        fix = f"if {start} is a class there, {declare}; if it marks unlabelled pixels, nothing to do"
+    else:
+        fix = f"{declare}, or rewrite the masks with flair data patches"
+    return Problem(
+        source,
+        f"the masks' values {sorted(values)} may be labels that start at {start} (codes shifted by "
+        f"{origin.shift:+d}): {fix}",
+        False,
+    )
 
 
 def _check_sentinel(record: PatchRecord, context: _Context, problems: list[Problem]) -> int | None:
@@ -209,11 +229,13 @@ def _check_sentinel(record: PatchRecord, context: _Context, problems: list[Probl
     return largest_crop((area.height, area.width), centroid)
 
 
-def _check_record(record: PatchRecord, context: _Context) -> tuple[list[Problem], tuple[int, int] | None, int | None]:
+def _check_record(
+    record: PatchRecord, context: _Context
+) -> tuple[list[Problem], tuple[int, int, int] | None, int | None, set[int]]:
+    """A patch's problems, its image's (bands, height, width), the largest super-patch around it, its mask values."""
     problems: list[Problem] = []
     image = _check_image(record.image, context, problems)
-    if record.mask is not None:
-        _check_mask(record.mask, image, context, problems)
+    values = _check_mask(record.mask, image, context, problems) if record.mask is not None else set()
     if context.metadata is not None:
         entry = context.metadata.get(record.patch_id)
         if entry is None:
@@ -226,21 +248,21 @@ def _check_record(record: PatchRecord, context: _Context) -> tuple[list[Problem]
                     Problem(record.image, f"entry {record.patch_id} of {context.metadata_path}: {error}", True)
                 )
     fits = _check_sentinel(record, context, problems) if context.check_sentinel else None
-    return problems, (None if image is None else image[1].shape[1:]), fits
+    return problems, (None if image is None else image[1].shape), fits, values
 
 
 def _check_area(sentinel_dir: Path) -> tuple[_AreaInfo | None, list[Problem]]:
     try:
         files = sentinel_files(sentinel_dir)
     except DataError as error:
-        return None, [_problem(sentinel_dir, error)]
+        return None, [problem_from_error(sentinel_dir, error)]
     try:
         data, _, _ = open_super_area(files)
     except DataError as error:
         for path in (files.data, files.masks, files.products):
             if str(error).startswith(f"{path}"):
-                return None, [_problem(path, error)]
-        return None, [_problem(sentinel_dir, error)]
+                return None, [problem_from_error(path, error)]
+        return None, [problem_from_error(sentinel_dir, error)]
     problems = []
     if data.shape[1] != N_BANDS:
         problems.append(Problem(files.data, f"holds {data.shape[1]} bands per date, FLAIR #2 has {N_BANDS}", True))
@@ -257,7 +279,7 @@ def _collect_splits(
         try:
             return "CSV list", {"csv": read_csv_list(source, check_exists=False)}
         except DataError as error:
-            problems.append(_problem(source, error))
+            problems.append(problem_from_error(source, error))
             return "CSV list", {}
     splits: dict[str, list[PatchRecord]] = {}
     for split in ("train", "test"):
@@ -329,7 +351,7 @@ def check_dataset(
         try:
             metadata = load_aerial_metadata(metadata_path)
         except DataError as error:
-            problems.append(_problem(metadata_path, error))
+            problems.append(problem_from_error(metadata_path, error))
 
     has_sentinel = any(r.sentinel_dir is not None for r in records)
     check_sentinel = bool(records) and (has_sentinel if sentinel is None else sentinel)
@@ -342,7 +364,7 @@ def check_dataset(
             try:
                 centroids = load_centroids(centroids_path)
             except DataError as error:
-                problems.append(_problem(centroids_path, error))
+                problems.append(problem_from_error(centroids_path, error))
 
     workers = max_workers or min(8, (os.cpu_count() or 1) + 2)
     areas: dict[Path, _AreaInfo | None] = {}
@@ -356,10 +378,15 @@ def check_dataset(
             nomen, expected_size, metadata, metadata_path, centroids, areas, check_sentinel, sat_patch_size
         )
         sizes: list[tuple[int, int] | None] = []
+        bands: list[int | None] = []
         fits: list[int] = []
-        for done, (patch_problems, size, fit) in enumerate(pool.map(lambda r: _check_record(r, context), records), 1):
+        mask_values: set[int] = set()
+        checked = pool.map(lambda r: _check_record(r, context), records)
+        for done, (patch_problems, shape, fit, values) in enumerate(checked, 1):
             problems.extend(patch_problems)
-            sizes.append(size)
+            mask_values |= values
+            sizes.append(None if shape is None else shape[1:])
+            bands.append(None if shape is None else shape[0])
             if fit is not None:
                 fits.append(fit)
             if progress is not None:
@@ -378,8 +405,21 @@ def check_dataset(
                         True,
                     )
                 )
+    usual_bands = Counter(b for b in bands if b is not None).most_common(1)
+    common_bands = usual_bands[0][0] if usual_bands else IMAGE_BANDS
+    for record, count in zip(records, bands, strict=True):
+        if count is not None and count != common_bands:
+            expected = (
+                f"FLAIR images have {IMAGE_BANDS} (R, G, B, NIR, elevation)"
+                if common_bands == IMAGE_BANDS
+                else f"most patches have {common_bands}"
+            )
+            problems.append(Problem(record.image, f"has {count} band(s), {expected}; patches must share bands", True))
     if layout == "FLAIR #2 folder":
         problems.extend(_orphan_masks(records))
+    origin = _origin_problem(source, mask_values, nomen) if mask_values else None
+    if origin is not None:
+        problems.append(origin)
     for patch_id, count in Counter(r.patch_id for r in records).items():
         if count > 1:
             problems.append(
@@ -405,7 +445,14 @@ def check_dataset(
         )
     if usual:
         rows.append(("patch size", f"{usual[0][0][0]}x{usual[0][0][1]}"))
+    if usual_bands and common_bands != IMAGE_BANDS:
+        rows.append(
+            ("bands", f"{common_bands} (FLAIR's are 5); data.channels must select bands within 1..{common_bands}")
+        )
     rows.append(("nomenclature", f"{nomen.name}: {nomen.description}"))
+    if mask_values:
+        unlabelled = f" ({nomen.ignore_value}: unlabelled)" if nomen.ignore_value in mask_values else ""
+        rows.append(("mask values", f"{', '.join(map(str, sorted(mask_values)))}{unlabelled}"))
     rows.append(("aerial metadata", str(metadata_path) if metadata_path else "not found (keep data.metadata off)"))
     if check_sentinel:
         rows.append(("Sentinel-2", f"{sum(a is not None for a in areas.values())}/{len(areas)} areas readable"))

@@ -24,15 +24,11 @@ from flairkit.data.discovery import (
 )
 from flairkit.data.metadata import load_aerial_metadata, metadata_for
 from flairkit.data.sentinel import load_centroids
+from flairkit.devices import default_num_workers, ensure_worker_socket_dir
 from flairkit.errors import ConfigError, DataError
 from flairkit.nomenclature import INVALID_TARGET, get_nomenclature
 
 SPLITS = ("train", "val", "test")
-
-
-def default_num_workers() -> int:
-    """Loader processes: one core is left to the main process, at most 8."""
-    return max(0, min((os.cpu_count() or 1) - 1, 8))
 
 
 def split_records(config: FlairConfig, split: str) -> list[PatchRecord]:
@@ -109,12 +105,27 @@ class FlairDataModule(L.LightningDataModule):
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
+    def _local_world_size(self) -> int | None:
+        """Training processes sharing this machine's CPUs (None: as the launcher says, see default_num_workers).
+
+        Lightning starts its local processes without LOCAL_WORLD_SIZE, so the trainer's device count is used;
+        srun with --cpus-per-task already gives each task its own CPUs.
+        """
+        if self.trainer is None or "SLURM_CPUS_PER_TASK" in os.environ:
+            return None
+        return self.trainer.num_devices
+
     def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
         data = self.config.data
         rank, world = self._rank_and_world()
         dataset = self.datasets[split]
-        sampler = EpochShuffleSampler(len(dataset), self.config.train.seed, rank, world, shuffle=shuffle)
-        workers = default_num_workers() if data.num_workers is None else data.num_workers
+        # Every rank gets as many batches; val and test flag their padded repeats so that no patch counts twice.
+        sampler = EpochShuffleSampler(
+            len(dataset), self.config.train.seed, rank, world, shuffle=shuffle, mark_padding=split != "train"
+        )
+        workers = default_num_workers(self._local_world_size()) if data.num_workers is None else data.num_workers
+        if workers:
+            ensure_worker_socket_dir()
         pin = torch.cuda.is_available() if data.pin_memory is None else data.pin_memory
         return DataLoader(
             dataset,

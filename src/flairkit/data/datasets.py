@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,8 @@ class PatchDataset(Dataset):
 
     Items hold ``image`` (C, H, W) uint8, ``target`` (H, W) uint8 (0-based targets) when labels exist,
     ``metadata`` (45,) float32 when given, ``sentinel`` (T, 10, S, S) float32 and ``dates`` (T,) when a
-    Sentinel-2 source is given, plus ``index``.
+    Sentinel-2 source is given, plus ``index``; an ``(index, is_padding)`` key (an evaluation sampler's, see
+    :class:`EpochShuffleSampler`) adds ``valid``, False for a padded repeat that metrics must not count.
     """
 
     def __init__(
@@ -71,12 +72,16 @@ class PatchDataset(Dataset):
         invalid = self.nomenclature.invalid_values(mask)
         if invalid.size:
             raise DataError(
-                f"{record.mask}: mask values {invalid.tolist()} are not FLAIR classes (1..19); "
+                f"{record.mask}: mask values {invalid.tolist()} are not {self.nomenclature.classes_text}; "
                 "fix the mask or run `flair data check` to list every bad file"
             )
         return self.nomenclature.map_mask(mask)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, bool]) -> dict[str, Any]:
+        if isinstance(key, tuple):
+            index, padding = key
+            return {**self[index], "valid": not padding}
+        index = key
         record = self.records[index]
         image = read_raster(record.image, bands=self.channels)
         if image.dtype != np.uint8:
@@ -119,22 +124,42 @@ def collate_patches(items: list[dict[str, Any]]) -> dict[str, Any]:
         batch["target"] = torch.stack([it["target"] for it in items])
     if "metadata" in items[0]:
         batch["metadata"] = torch.stack([it["metadata"] for it in items])
+    if "valid" in items[0]:
+        batch["valid"] = torch.tensor([it["valid"] for it in items])
     if "sentinel" in items[0]:
         series, dates, pad_mask = pad_time_series([(it["sentinel"], it["dates"]) for it in items])
         batch.update(sentinel=series, dates=dates, pad_mask=pad_mask)
     return batch
 
 
-class EpochShuffleSampler(Sampler[int]):
-    """Shuffle per epoch and give rank ``r`` every ``world_size``-th index of the permutation.
+class EpochShuffleSampler(Sampler[int | tuple[int, bool]]):
+    """Shuffle per epoch and share the epoch's order between ranks as ``DistributedSampler`` does.
 
-    With one process this yields exactly the union, batch by batch, of what ``world_size`` processes
-    see together (same permutation as :class:`torch.utils.data.DistributedSampler`), so a DDP run and
-    a single-process run with the same global batch train on the same samples.
+    The order (the same permutation as :class:`torch.utils.data.DistributedSampler`, or the split's own
+    order without shuffling) is padded with its first indices up to a multiple of ``world_size``, and rank
+    ``r`` takes every ``world_size``-th index from position ``r``: every rank gets the same number of
+    indices, hence of batches, so DDP steps and their collective calls never wait for a rank that is done.
+    With batches of ``b`` per rank, the ranks' batches of a step hold together the indices of one process's
+    batch of ``b * world_size`` (a DDP run and a one-process run with the same global batch train on the
+    same patches, step by step); only the last step is completed with repeats.
+
+    With ``mark_padding`` (evaluation loaders) the sampler yields ``(index, is_padding)`` pairs instead,
+    ``is_padding`` true for the repeats, so that metrics count every patch exactly once.
     """
 
-    def __init__(self, length: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True):
+    def __init__(
+        self,
+        length: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+        mark_padding: bool = False,
+    ):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside 0..{world_size - 1} for a world of {world_size} processes")
         self.length, self.seed, self.rank, self.world_size, self.shuffle = length, seed, rank, world_size, shuffle
+        self.mark_padding = mark_padding
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -148,8 +173,14 @@ class EpochShuffleSampler(Sampler[int]):
         generator.manual_seed(self.seed + self.epoch)
         return torch.randperm(self.length, generator=generator).tolist()
 
-    def __iter__(self):
-        return iter(self._order()[self.rank :: self.world_size])
+    def __iter__(self) -> Iterator[int | tuple[int, bool]]:
+        order = self._order()
+        positions = range(self.rank, len(self) * self.world_size, self.world_size)
+        # Positions past the order's end repeat it from its start (several times over when it is shorter
+        # than the world).
+        if self.mark_padding:
+            return iter([(order[p % self.length], p >= self.length) for p in positions])
+        return iter([order[p % self.length] for p in positions])
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.length, self.world_size))
+        return -(-self.length // self.world_size)

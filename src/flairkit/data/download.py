@@ -1,67 +1,56 @@
-"""Download the FLAIR datasets: resumable transfers, integrity checks and safe zip extraction.
+"""Download the FLAIR datasets: verified files from IGN's Hugging Face repository or IGN's storage, safely extracted.
 
-The datasets and their files are listed in ``datasets_manifest.json`` (links from IGN's download pages,
-https://ignf.github.io/FLAIR/). HTTP goes through :mod:`urllib` only. Work files live in ``<to>/.flairkit-download``:
-``<file>.part`` (resumed with HTTP Range requests), its ``.part.json`` (the server's validator, so that a file
-changed upstream is never spliced onto an old start), and ``<file>.done.json`` once an archive has been extracted.
+The datasets and their files are listed in ``datasets_manifest.json``: each file names its source (a Hugging Face
+repository pinned to a revision, or IGN's object storage), its path there, and how it is verified (its published
+sha256, the hub's ETag, or the CRC of every entry of a zip archive for which IGN publishes no checksum). Files are
+fetched by :mod:`flairkit.fetch` into ``<to>/.flairkit-download/<path>`` (a ``.part`` file there is resumed by the
+next run), then extracted; ``<path>.done.json`` records an extracted file so that the next run skips it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import http.client
 import json
+import logging
 import os
 import re
 import shutil
 import stat
 import tempfile
-import time
-import urllib.error
-import urllib.request
 import zipfile
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-
-from flairkit.atomic import write_text_atomic
+from flairkit.atomic import atomic_path, write_text_atomic
 from flairkit.errors import DataError, OutputExistsError
+from flairkit.fetch import (
+    SHA256,
+    DownloadError,
+    HubFile,
+    NotCachedError,
+    ProgressCallback,
+    fetch_hub_file,
+    fetch_url,
+    is_offline,
+)
+from flairkit.hashing import file_sha256
 
 if TYPE_CHECKING:
     from flairkit.data.check import CheckReport
 
+logger = logging.getLogger(__name__)
+
 MANIFEST_PATH = Path(__file__).with_name("datasets_manifest.json")
 MIRROR_ENV = "FLAIRKIT_DATA_MIRROR"
 STATE_DIR = ".flairkit-download"
-SOURCES_HINT = "see https://ignf.github.io/FLAIR/ for the current links, or pass --mirror URL"
+SOURCES_HINT = "see https://ignf.github.io/FLAIR/ for the current links, or pass --mirror URL|FOLDER"
+VERIFY_MODES = ("sha256", "hub-etag", "zip-crc")
 
-_USER_AGENT = "flairkit-data-download"
 _CHUNK = 256 * 1024
-_MAX_BACKOFF = 60.0
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)\s*$")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _EXTRACT_PREFIX = "extract-"
-
-
-class DownloadError(DataError):
-    """A file could not be fetched, or it does not match its expected size or checksum."""
 
 
 class UnsafeArchiveError(DataError):
@@ -72,29 +61,38 @@ class ExistingDataError(DataError, OutputExistsError):
     """Extraction would replace existing files and overwriting was not asked for."""
 
 
-class _TransientError(Exception):
-    """A failure worth retrying: dropped connection, timeout, 5xx answer."""
-
-
 class _CorruptArchiveError(Exception):
     """The archive cannot be read back (bad zip structure or CRC)."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where files come from: a Hugging Face Hub repository at a revision, or a plain HTTPS base URL."""
+
+    name: str
+    url: str | None = None
+    repo_id: str | None = None
+    repo_type: str = "dataset"
+    revision: str | None = None
 
 
 @dataclass(frozen=True)
 class RemoteFile:
     """One downloadable file of a dataset."""
 
-    url: str
+    source: Source
+    path: str
     archive: str
     size: int | None
     sha256: str | None
+    verify: str
     approx_size: int | None
     extracts_to: tuple[str, ...]
 
     @property
     def filename(self) -> str:
-        """The file's name, last part of its URL."""
-        return PurePosixPath(self.url).name
+        """The file's name, last part of its path."""
+        return PurePosixPath(self.path).name
 
     @property
     def expected_size(self) -> int | None:
@@ -110,18 +108,19 @@ class DatasetSpec:
     description: str
     root: str
     files: tuple[RemoteFile, ...]
+    check: bool = True
 
     @property
     def approx_size(self) -> int:
-        """Sum of the known (exact or approximate) archive sizes, in bytes."""
+        """Sum of the known (exact or approximate) file sizes, in bytes."""
         return sum(f.expected_size or 0 for f in self.files)
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """The base URL and the datasets it serves."""
+    """The sources and the datasets they serve."""
 
-    base_url: str
+    sources: dict[str, Source]
     datasets: dict[str, DatasetSpec]
 
 
@@ -148,33 +147,18 @@ def load_manifest(manifest: Mapping[str, Any] | Path | None = None) -> Manifest:
             raise DataError(f"cannot read the datasets manifest {path}: {error}; reinstall flairkit") from None
     if not isinstance(manifest, Mapping):
         raise DataError(f"{source} is not a JSON object; fix its content")
-    base_url = manifest.get("base_url")
+    sources = manifest.get("sources")
     datasets = manifest.get("datasets")
-    if not isinstance(base_url, str) or not base_url or not isinstance(datasets, Mapping) or not datasets:
-        raise DataError(f"{source} needs a non-empty 'base_url' string and a non-empty 'datasets' object")
-    specs = {name: _parse_dataset(source, name, entry) for name, entry in datasets.items()}
-    return Manifest(base_url=base_url.rstrip("/"), datasets=specs)
+    if not isinstance(sources, Mapping) or not sources or not isinstance(datasets, Mapping) or not datasets:
+        raise DataError(f"{source} needs a non-empty 'sources' object and a non-empty 'datasets' object")
+    parsed = {name: _parse_source(source, name, entry) for name, entry in sources.items()}
+    specs = {name: _parse_dataset(source, parsed, name, entry) for name, entry in datasets.items()}
+    return Manifest(sources=parsed, datasets=specs)
 
 
 def available_datasets(manifest: Mapping[str, Any] | Path | None = None) -> list[DatasetSpec]:
     """The datasets a manifest offers, in manifest order."""
     return list(load_manifest(manifest).datasets.values())
-
-
-def resolve_base_url(default: str, mirror: str | None = None) -> str:
-    """The base URL to download from: ``mirror``, else $FLAIRKIT_DATA_MIRROR, else ``default``.
-
-    A mirror may also be a local folder laid out like the server.
-    """
-    base = mirror or os.environ.get(MIRROR_ENV) or default
-    if "://" not in base:
-        folder = Path(base).expanduser()
-        if not folder.is_dir():
-            raise DataError(
-                f"mirror {base!r} is neither a URL nor an existing folder; pass an http(s):// URL or a folder"
-            )
-        base = folder.resolve().as_uri()
-    return base.rstrip("/")
 
 
 def download_dataset(
@@ -185,20 +169,23 @@ def download_dataset(
     overwrite: bool = False,
     retries: int = 5,
     backoff: float = 1.0,
-    progress: bool = True,
-    verify: bool = True,
     check: bool = True,
     keep_archives: bool = False,
-    timeout: float = 60.0,
+    offline: bool | None = None,
+    progress: ProgressCallback | None = None,
     manifest: Mapping[str, Any] | Path | None = None,
 ) -> DownloadResult:
     """Download dataset ``name`` into folder ``to``, verify it, extract it and check the result.
 
-    Interrupted downloads resume on the next call; archives already extracted by an earlier call are skipped
-    (unless ``overwrite``). Transient network failures are retried ``retries`` times with exponential backoff
-    starting at ``backoff`` seconds. ``verify`` compares sizes and sha256 digests when the manifest knows them;
-    a mismatching file is fetched once more, then reported. ``check`` runs the dataset checker on the result.
-    Existing files are never replaced unless ``overwrite``.
+    ``mirror`` (else ``$FLAIRKIT_DATA_MIRROR``) is a folder holding the files under their manifest paths, or a
+    URL replacing the dataset's source: a copy of IGN's storage, or a Hub mirror for files on the Hub (which
+    also follow ``$HF_ENDPOINT``). Offline (``offline``, else ``$HF_HUB_OFFLINE``/``$FLAIRKIT_OFFLINE``) only
+    local files are used. Interrupted downloads of IGN's storage resume on the next call, Hub downloads resume
+    within a call; files already extracted by an earlier call are skipped (unless ``overwrite``). Network failures
+    are retried ``retries`` times with exponential backoff from ``backoff`` seconds; a corrupted file is fetched
+    once more, then reported. ``progress`` receives ``(label, done, total)`` byte counts for downloads and
+    extraction. ``check`` runs the dataset checker on the result. Existing files are never replaced unless
+    ``overwrite``.
     """
     spec_manifest = load_manifest(manifest)
     spec = spec_manifest.datasets.get(name)
@@ -207,7 +194,8 @@ def download_dataset(
         raise DataError(f"unknown dataset {name!r}; known datasets: {known} (see `flair data download --list`)")
     if retries < 0 or backoff < 0:
         raise DataError(f"retries ({retries}) and backoff ({backoff}) must not be negative")
-    base = resolve_base_url(spec_manifest.base_url, mirror)
+    mirror = mirror or os.environ.get(MIRROR_ENV) or None
+    folder = _mirror_folder(mirror)
     to = Path(to).expanduser()
     if to.exists() and not to.is_dir():
         raise DataError(f"{to} is a file, not a folder; pass a folder with --to")
@@ -218,7 +206,7 @@ def download_dataset(
     pending: list[RemoteFile] = []
     for remote in spec.files:
         if not overwrite and _already_extracted(state, remote, to):
-            result.skipped.append(remote.url)
+            result.skipped.append(remote.path)
             continue
         present = [to / entry for entry in remote.extracts_to if _lexists(to / entry)]
         if present and not overwrite:
@@ -228,68 +216,94 @@ def download_dataset(
             )
         pending.append(remote)
 
-    needed = sum(max((r.expected_size or 0) - _downloaded_bytes(state, r), 0) for r in pending)
-    _ensure_space(to, needed, f"downloading {name}")
+    if folder is None:
+        needed = sum(max((r.expected_size or 0) - _downloaded_bytes(state, r), 0) for r in pending)
+        _ensure_space(to, needed, f"downloading {name}")
     try:
-        to.mkdir(parents=True, exist_ok=True)
+        state.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DataError(f"cannot create {to}: {error.strerror}; choose a writable folder with --to") from None
 
-    with _Display(progress) as display:
-        for remote in pending:
-            entries = _download_and_extract(
-                remote,
-                f"{base}/{remote.url}",
-                to,
-                state,
-                overwrite=overwrite,
-                retries=retries,
-                backoff=backoff,
-                verify=verify,
-                keep_archives=keep_archives,
-                timeout=timeout,
-                display=display,
-            )
-            result.downloaded.append(remote.url)
-            result.extracted.extend(to / entry for entry in entries)
+    fetch = _Fetcher(
+        state=state,
+        folder=folder,
+        mirror_url=None if folder is not None else mirror,
+        offline=is_offline() if offline is None else offline,
+        retries=retries,
+        backoff=backoff,
+        progress=progress,
+    )
+    for remote in pending:
+        entries = _fetch_and_install(remote, fetch, to, overwrite=overwrite, keep_archives=keep_archives)
+        result.downloaded.append(remote.path)
+        result.extracted.extend(to / entry for entry in entries)
 
-    if check and result.root.is_dir():
-        result.check = _run_check(result.root, progress)
+    if check and spec.check and result.root.is_dir():
+        from flairkit.data.check import check_dataset
+
+        result.check = check_dataset(result.root)
     return result
 
 
-def _run_check(root: Path, progress: bool) -> CheckReport:
-    from flairkit.data.check import check_dataset
+def _mirror_folder(mirror: str | None) -> Path | None:
+    """The local folder ``mirror`` names, None for a URL or no mirror."""
+    if mirror is None or "://" in mirror:
+        return None
+    folder = Path(mirror).expanduser()
+    if not folder.is_dir():
+        raise DataError(
+            f"mirror {mirror!r} is neither a URL nor an existing folder; pass an http(s):// URL or a folder"
+        )
+    return folder
 
-    if not progress:
-        return check_dataset(root)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task(f"checking {root}", total=None)
-        return check_dataset(root, progress=lambda done, total: bar.update(task, completed=done, total=total))
+
+def _parse_source(where: str, name: str, entry: Any) -> Source:
+    where = f"{where}, source {name!r}"
+    if not isinstance(entry, Mapping):
+        raise DataError(f"{where}: must be an object with a 'url' or a 'repo_id'")
+    url, repo_id, revision = entry.get("url"), entry.get("repo_id"), entry.get("revision")
+    if isinstance(url, str) and url.startswith(("https://", "http://")) and repo_id is None:
+        return Source(name=name, url=url.rstrip("/"))
+    if isinstance(repo_id, str) and repo_id.count("/") == 1 and url is None:
+        if not isinstance(revision, str) or not revision:
+            raise DataError(
+                f"{where}: 'revision' must pin the repository (a commit sha, or \"main\" when none is known)"
+            )
+        repo_type = entry.get("repo_type", "dataset")
+        if repo_type not in ("dataset", "model"):
+            raise DataError(f'{where}: \'repo_type\' must be "dataset" or "model", got {repo_type!r}')
+        return Source(name=name, repo_id=repo_id, repo_type=repo_type, revision=revision)
+    raise DataError(f"{where}: needs either an http(s) 'url' or a 'repo_id' of the form owner/name, not both")
 
 
-def _parse_dataset(source: str, name: str, entry: Any) -> DatasetSpec:
-    where = f"{source}, dataset {name!r}"
+def _parse_dataset(where: str, sources: Mapping[str, Source], name: str, entry: Any) -> DatasetSpec:
+    where = f"{where}, dataset {name!r}"
     if not isinstance(entry, Mapping) or not isinstance(entry.get("files"), list) or not entry["files"]:
         raise DataError(f"{where}: needs a non-empty 'files' list")
     root = entry.get("root", ".")
     if not isinstance(root, str) or not _is_relative_path(root, allow_dot=True):
         raise DataError(f"{where}: 'root' must be a relative folder without '..', got {root!r}")
-    files = tuple(_parse_file(where, item) for item in entry["files"])
-    return DatasetSpec(name=name, description=str(entry.get("description", "")), root=root, files=files)
+    check = entry.get("check", True)
+    if not isinstance(check, bool):
+        raise DataError(f"{where}: 'check' must be true or false, got {check!r}")
+    files = tuple(_parse_file(where, sources, item) for item in entry["files"])
+    return DatasetSpec(name=name, description=str(entry.get("description", "")), root=root, files=files, check=check)
 
 
-def _parse_file(where: str, item: Any) -> RemoteFile:
+def _parse_file(where: str, sources: Mapping[str, Source], item: Any) -> RemoteFile:
     if not isinstance(item, Mapping):
-        raise DataError(f"{where}: each file must be an object with at least a 'url'")
-    url = item.get("url")
-    if not isinstance(url, str) or not _is_relative_path(url):
-        raise DataError(f"{where}: 'url' must be a path relative to base_url without '..', got {url!r}")
-    where = f"{where}, file {url!r}"
+        raise DataError(f"{where}: each file must be an object with at least a 'source' and a 'path'")
+    path = item.get("path")
+    if not isinstance(path, str) or not _is_relative_path(path):
+        raise DataError(f"{where}: 'path' must be a path relative to its source without '..', got {path!r}")
+    where = f"{where}, file {path!r}"
+    source_name = item.get("source")
+    source = sources.get(source_name) if isinstance(source_name, str) else None
+    if source is None:
+        raise DataError(f"{where}: 'source' must be one of {', '.join(sources)}, got {source_name!r}")
     archive = item.get("archive", "zip")
-    if archive != "zip":
-        raise DataError(f"{where}: archive type {archive!r} is not supported; only 'zip' is")
+    if archive not in ("zip", "none"):
+        raise DataError(f"{where}: archive type {archive!r} is not supported; only 'zip' and 'none' are")
     sizes = {}
     for key in ("size", "approx_size"):
         value = item.get(key)
@@ -298,15 +312,35 @@ def _parse_file(where: str, item: Any) -> RemoteFile:
         sizes[key] = value
     sha256 = item.get("sha256")
     if sha256 is not None:
-        if not isinstance(sha256, str) or not _SHA256.match(sha256.lower()):
+        if not isinstance(sha256, str) or not SHA256.match(sha256.lower()):
             raise DataError(f"{where}: 'sha256' must be 64 hexadecimal digits or null, got {sha256!r}")
         sha256 = sha256.lower()
+    verify = item.get("verify")
+    problem = _verify_problem(verify, sha256, source, archive)
+    if problem:
+        raise DataError(f"{where}: {problem}")
     extracts_to = item.get("extracts_to", [])
     if not isinstance(extracts_to, list) or not all(
         isinstance(e, str) and _is_relative_path(e) and "/" not in e for e in extracts_to
     ):
         raise DataError(f"{where}: 'extracts_to' must list top-level names, got {extracts_to!r}")
-    return RemoteFile(url, archive, sizes["size"], sha256, sizes["approx_size"], tuple(extracts_to))
+    name = PurePosixPath(path).name
+    if archive == "none" and extracts_to != [name]:
+        raise DataError(f"{where}: a file without archive lands as itself: 'extracts_to' must be [{name!r}]")
+    return RemoteFile(source, path, archive, sizes["size"], sha256, verify, sizes["approx_size"], tuple(extracts_to))
+
+
+def _verify_problem(verify: Any, sha256: str | None, source: Source, archive: str) -> str:
+    """Why a file's 'verify' mode does not fit its other keys, or ""."""
+    if verify not in VERIFY_MODES:
+        return f"'verify' must be one of {', '.join(VERIFY_MODES)}, got {verify!r}"
+    if (verify == "sha256") != (sha256 is not None):
+        return "'verify': 'sha256' goes with a 'sha256' value, and a known 'sha256' must be verified"
+    if verify == "hub-etag" and source.repo_id is None:
+        return "'verify': 'hub-etag' needs a Hugging Face source (other servers' ETags are no checksums)"
+    if verify == "zip-crc" and archive != "zip":
+        return "'verify': 'zip-crc' needs a zip archive"
+    return ""
 
 
 def _is_relative_path(text: str, allow_dot: bool = False) -> bool:
@@ -337,11 +371,7 @@ def _remove_stale_extractions(state: Path) -> None:
 
 
 def _archive_path(state: Path, remote: RemoteFile) -> Path:
-    return state.joinpath(*remote.url.split("/"))
-
-
-def _part_path(archive: Path) -> Path:
-    return archive.with_name(archive.name + ".part")
+    return state.joinpath(*remote.path.split("/"))
 
 
 def _done_path(archive: Path) -> Path:
@@ -350,7 +380,7 @@ def _done_path(archive: Path) -> Path:
 
 def _downloaded_bytes(state: Path, remote: RemoteFile) -> int:
     archive = _archive_path(state, remote)
-    return _size(archive) + _size(_part_path(archive))
+    return _size(archive) + _size(archive.with_name(archive.name + ".part"))
 
 
 def _already_extracted(state: Path, remote: RemoteFile, to: Path) -> bool:
@@ -384,243 +414,133 @@ def _ensure_space(folder: Path, needed: int, what: str) -> None:
         )
 
 
-class _Display:
-    """Rich progress bars on stderr, or nothing at all."""
+@dataclass(frozen=True)
+class _Fetcher:
+    """Where and how the files of one :func:`download_dataset` call are fetched."""
 
-    def __init__(self, enabled: bool) -> None:
-        self._progress = (
-            Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
+    state: Path
+    folder: Path | None
+    mirror_url: str | None
+    offline: bool
+    retries: int
+    backoff: float
+    progress: ProgressCallback | None
+
+    def __call__(self, remote: RemoteFile) -> tuple[Path, bool]:
+        """The file on disk, and whether flairkit owns that copy (False: it is the user's, in a mirror folder)."""
+        if self.folder is not None:
+            local = self.folder.joinpath(*remote.path.split("/"))
+            if not local.is_file():
+                raise DownloadError(
+                    f"{local} is missing: the mirror folder {self.folder} must hold {remote.filename} as "
+                    f"{remote.path} (the path in the datasets manifest)"
+                )
+            return local, False
+        if remote.source.repo_id is not None:
+            return self._hub(remote), True
+        target = _archive_path(self.state, remote)
+        if target.is_file():  # kept by an earlier run: --keep-archives, or an extraction that was refused
+            return target, True
+        base = self.mirror_url or remote.source.url
+        url = f"{str(base).rstrip('/')}/{remote.path}"
+        if self.offline:
+            raise NotCachedError(
+                f"{remote.filename} is not in {target.parent} and downloads are off (offline); download {url} "
+                f"into a folder as {remote.path} and pass that folder with --mirror"
             )
-            if enabled
-            else None
+        try:
+            return fetch_url(url, target, retries=self.retries, backoff=self.backoff, progress=self.progress), True
+        except DownloadError as error:
+            raise DownloadError(f"{error}; {SOURCES_HINT}") from None
+
+    def _hub(self, remote: RemoteFile) -> Path:
+        file = HubFile(
+            repo_id=str(remote.source.repo_id),
+            filename=remote.path,
+            revision=str(remote.source.revision),
+            repo_type=remote.source.repo_type,
+            sha256=remote.sha256,
         )
-
-    def __enter__(self) -> _Display:
-        if self._progress is not None:
-            self._progress.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-    def add(self, description: str, total: int | None = None, completed: int = 0) -> TaskID | None:
-        if self._progress is None:
-            return None
-        return self._progress.add_task(description, total=total, completed=completed)
-
-    def update(self, task: TaskID | None, **fields: Any) -> None:
-        if self._progress is not None and task is not None:
-            self._progress.update(task, **fields)
-
-    def note(self, message: str) -> None:
-        if self._progress is not None:
-            self._progress.console.print(message, markup=False, highlight=False)
+        try:
+            return fetch_hub_file(
+                file,
+                local_dir=self.state,
+                endpoint=self.mirror_url,
+                offline=self.offline,
+                progress=self.progress,
+            )
+        except NotCachedError as error:
+            raise NotCachedError(
+                f"{error}; run the command once online, or put {remote.filename} in a folder as {remote.path} "
+                "and pass that folder with --mirror"
+            ) from None
 
 
-def _download_and_extract(
-    remote: RemoteFile,
-    url: str,
-    to: Path,
-    state: Path,
-    *,
-    overwrite: bool,
-    retries: int,
-    backoff: float,
-    verify: bool,
-    keep_archives: bool,
-    timeout: float,
-    display: _Display,
+def _fetch_and_install(
+    remote: RemoteFile, fetch: _Fetcher, to: Path, *, overwrite: bool, keep_archives: bool
 ) -> list[str]:
-    """Fetch one archive (a corrupted copy is fetched once more), extract it and record that it is done."""
-    archive = _archive_path(state, remote)
-    try:
-        archive.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise DataError(
-            f"cannot create {archive.parent}: {error.strerror}; choose a writable folder with --to"
-        ) from None
+    """Fetch one file (a corrupted copy is fetched once more), install it and record that it is done."""
     entries: list[str] = []
+    problem = ""
     for attempt in (1, 2):
-        if not archive.exists():
-            _fetch(url, _part_path(archive), retries=retries, backoff=backoff, timeout=timeout, display=display)
-            os.replace(_part_path(archive), archive)
-        problem = _verify(archive, remote) if verify else None
-        if problem is None:
+        archive, ours = fetch(remote)
+        problem = _verify(archive, remote, fetched_from_hub=ours and remote.source.repo_id is not None)
+        if not problem:
             try:
-                entries = _extract_zip(archive, url, to, state, overwrite=overwrite, display=display)
+                entries = _install(archive, remote, to, fetch.state, overwrite=overwrite, progress=fetch.progress)
                 break
             except _CorruptArchiveError as error:
                 problem = str(error)
             except UnsafeArchiveError:
-                archive.unlink(missing_ok=True)  # never reuse it, e.g. after switching to another --mirror
+                if ours:
+                    archive.unlink(missing_ok=True)  # never reuse it, e.g. after switching to another --mirror
                 raise
+        if not ours:
+            raise DownloadError(f"{archive} is corrupted ({problem}); replace it with a good copy ({SOURCES_HINT})")
         archive.unlink(missing_ok=True)
         if attempt == 2:
             raise DownloadError(
-                f"{url} is corrupted ({problem}) again after a fresh download; try later or pass --mirror URL "
-                "(if IGN replaced the file, its size/sha256 in the datasets manifest must be updated)"
+                f"{remote.filename} is corrupted ({problem}) again after a fresh download and was deleted; try "
+                f"later or pass --mirror URL|FOLDER (if IGN replaced the file, the datasets manifest must be updated)"
             )
-        display.note(f"{remote.filename} is corrupted ({problem}); downloading it again")
-    write_text_atomic(_done_path(archive), json.dumps({"url": url, "entries": entries}, indent=1))
-    if not keep_archives:
+        logger.warning("%s is corrupted (%s); downloading it again", remote.filename, problem)
+    write_text_atomic(
+        _done_path(_archive_path(fetch.state, remote)),
+        json.dumps({"source": remote.source.name, "path": remote.path, "entries": entries}, indent=1),
+    )
+    if ours and not keep_archives:
         archive.unlink(missing_ok=True)
     return entries
 
 
-def _verify(path: Path, remote: RemoteFile) -> str | None:
+def _verify(path: Path, remote: RemoteFile, *, fetched_from_hub: bool) -> str:
+    """Why ``path`` does not match the manifest's size and sha256, or "" (hub downloads are verified already)."""
+    if fetched_from_hub:
+        return ""
     size = path.stat().st_size
     if remote.size is not None and size != remote.size:
         return f"{size} bytes instead of {remote.size}"
     if remote.sha256 is not None:
-        digest = hashlib.sha256()
-        with path.open("rb") as stream:
-            for block in iter(lambda: stream.read(4 * 1024 * 1024), b""):
-                digest.update(block)
-        if digest.hexdigest() != remote.sha256:
-            return f"sha256 {digest.hexdigest()} instead of {remote.sha256}"
-    return None
+        digest = file_sha256(path)
+        if digest != remote.sha256:
+            return f"sha256 {digest} instead of {remote.sha256}"
+    return ""
 
 
-def _fetch(url: str, part: Path, *, retries: int, backoff: float, timeout: float, display: _Display) -> None:
-    """Download ``url`` into ``part``, resuming what it holds, retrying transient failures with backoff."""
-    meta = part.with_name(part.name + ".json")
-    task = display.add(PurePosixPath(part.name).stem, None, _size(part))
-    failures = 0
-    reached = _size(part)
-    while True:
-        try:
-            _fetch_once(url, part, meta, timeout=timeout, display=display, task=task)
-        except _TransientError as error:
-            # A retry that made progress resets the count: long downloads may drop many times.
-            if _size(part) > reached:
-                reached, failures = _size(part), 0
-            failures += 1
-            if failures > retries:
-                raise DownloadError(
-                    f"could not download {url}: {error} (gave up after {retries} retries); check the network "
-                    f"and run the same command again to resume from {_human(_size(part))}, or pass --mirror URL"
-                ) from None
-            delay = min(backoff * 2 ** (failures - 1), _MAX_BACKOFF)
-            display.note(f"{part.stem}: {error}; retrying in {delay:.1f} s")
-            time.sleep(delay)
-        else:
-            meta.unlink(missing_ok=True)
-            return
-
-
-def _fetch_once(url: str, part: Path, meta: Path, *, timeout: float, display: _Display, task: TaskID | None) -> None:
-    offset = _size(part)
-    headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-        validator = _read_validator(meta, url)
-        if validator:
-            # If the file changed upstream the server answers 200 with the whole new file.
-            headers["If-Range"] = validator
-    try:
-        request = urllib.request.Request(url, headers=headers)
-    except ValueError as error:
-        raise DownloadError(f"invalid URL {url}: {error}; fix --mirror or the manifest") from None
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as error:
-        with contextlib.closing(error):
-            if error.code == 416 and offset:
-                _, total = _parse_content_range(error.headers.get("Content-Range"))
-                if total == offset:
-                    return
-                part.unlink(missing_ok=True)
-                raise _TransientError("the server refused to resume; starting over") from None
-            if error.code >= 500 or error.code in (408, 429):
-                raise _TransientError(f"HTTP {error.code} {error.reason}") from None
-            raise DownloadError(f"{url} answered HTTP {error.code} {error.reason}; {SOURCES_HINT}") from None
-    except urllib.error.URLError as error:
-        if isinstance(error.reason, (FileNotFoundError, IsADirectoryError, PermissionError, str)):
-            raise DownloadError(f"cannot open {url}: {error.reason}; {SOURCES_HINT}") from None
-        raise _TransientError(f"cannot connect ({error.reason})") from None
-    except (OSError, http.client.HTTPException) as error:
-        raise _TransientError(f"connection failed ({error!r})") from None
-
-    with response:
-        status = response.status or 200  # file:// answers carry no status
-        if status == 206:
-            start, total = _parse_content_range(response.headers.get("Content-Range"))
-            if start != offset:
-                part.unlink(missing_ok=True)
-                raise _TransientError(f"the server resumed at byte {start} instead of {offset}; starting over")
-        elif status == 200:
-            if offset:
-                display.note(f"{part.stem}: the server cannot resume; starting over")
-            offset = 0
-            length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-        else:
-            raise DownloadError(f"{url} answered HTTP {status}, expected 200 or 206; {SOURCES_HINT}")
-        _write_validator(meta, url, response.headers)
-        if total is not None:
-            _ensure_space(part.parent, total - offset, f"the rest of {url}")
-        display.update(task, total=total, completed=offset)
-        received = _stream(response, part, offset, display, task)
-
-    if total is not None and received != total:
-        if received > total:
-            part.unlink(missing_ok=True)
-        raise _TransientError(f"connection closed after {_human(received)} of {_human(total)}")
-
-
-def _stream(response: Any, part: Path, offset: int, display: _Display, task: TaskID | None) -> int:
-    """Append the response body to ``part`` (which is truncated to ``offset`` first); return its new size."""
-    received = offset
-    with part.open("r+b" if offset else "wb") as sink:
-        sink.seek(offset)
-        sink.truncate()
-        while True:
-            try:
-                chunk = response.read(_CHUNK)
-            except (OSError, http.client.HTTPException) as error:
-                raise _TransientError(f"connection lost after {_human(received)} ({error!r})") from None
-            if not chunk:
-                return received
-            try:
-                sink.write(chunk)
-            except OSError as error:
-                raise DataError(f"cannot write {part}: {error.strerror}; free disk space or use another --to") from None
-            received += len(chunk)
-            display.update(task, completed=received)
-
-
-def _parse_content_range(header: str | None) -> tuple[int | None, int | None]:
-    match = _CONTENT_RANGE.match(header or "")
-    if not match:
-        return None, None
-    start, total = match.groups()
-    return (int(start) if start else None), (int(total) if total != "*" else None)
-
-
-def _read_validator(meta: Path, url: str) -> str | None:
-    try:
-        data = json.loads(meta.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("url") != url:
-        return None
-    validator = data.get("validator")
-    return validator if isinstance(validator, str) else None
-
-
-def _write_validator(meta: Path, url: str, headers: Any) -> None:
-    etag = headers.get("ETag")
-    validator = etag if etag and not etag.startswith("W/") else headers.get("Last-Modified")
-    meta.write_text(json.dumps({"url": url, "validator": validator}), encoding="utf-8")
+def _install(
+    archive: Path, remote: RemoteFile, to: Path, state: Path, *, overwrite: bool, progress: ProgressCallback | None
+) -> list[str]:
+    """Extract a zip archive into ``to``, or copy a plain file there; the top-level names it created."""
+    if remote.archive == "zip":
+        return _extract_zip(archive, remote.path, to, state, overwrite=overwrite, progress=progress)
+    dest = to / remote.filename
+    if _lexists(dest) and not overwrite:
+        raise ExistingDataError(
+            f"{dest} already exists; pass --overwrite to replace it, or choose another folder with --to"
+        )
+    with atomic_path(dest, overwrite=True) as tmp:
+        shutil.copyfile(archive, tmp)
+    return [remote.filename]
 
 
 @dataclass(frozen=True)
@@ -630,14 +550,14 @@ class _Member:
     is_dir: bool
 
 
-def _safe_members(zf: zipfile.ZipFile, url: str) -> list[_Member]:
+def _safe_members(zf: zipfile.ZipFile, origin: str) -> list[_Member]:
     """Every entry of ``zf`` as a relative path; refuse links, special files and paths leaving the target."""
     members = []
     for info in zf.infolist():
         raw = info.filename
         name = raw.replace("\\", "/")
         kind = stat.S_IFMT(info.external_attr >> 16)
-        where = f"{url} holds the entry {raw!r}"
+        where = f"{origin} holds the entry {raw!r}"
         refuse = "refusing to extract it; get the archive from the official source (" + SOURCES_HINT + ")"
         if kind == stat.S_IFLNK:
             raise UnsafeArchiveError(f"{where}, a symbolic link that could point outside the target; {refuse}")
@@ -655,17 +575,19 @@ def _safe_members(zf: zipfile.ZipFile, url: str) -> list[_Member]:
     return members
 
 
-def _extract_zip(archive: Path, url: str, to: Path, state: Path, *, overwrite: bool, display: _Display) -> list[str]:
+def _extract_zip(
+    archive: Path, origin: str, to: Path, state: Path, *, overwrite: bool, progress: ProgressCallback | None
+) -> list[str]:
     """Extract ``archive`` into a temporary folder of ``state`` (inside ``to``), then move its content in place.
 
-    Returns the top-level names it created or updated.
+    Every entry's CRC is checked as it is read. Returns the top-level names it created or updated.
     """
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, EOFError) as error:
         raise _CorruptArchiveError(f"not a readable zip archive: {error}") from None
     with zf:
-        members = _safe_members(zf, url)
+        members = _safe_members(zf, origin)
         conflicts = [to.joinpath(*m.parts) for m in members if not m.is_dir and _lexists(to.joinpath(*m.parts))]
         if conflicts and not overwrite:
             raise ExistingDataError(
@@ -674,12 +596,14 @@ def _extract_zip(archive: Path, url: str, to: Path, state: Path, *, overwrite: b
             )
         total = sum(m.info.file_size for m in members)
         _ensure_space(to, total, f"extracting {archive.name}")
-        task = display.add(f"extracting {archive.name}", total)
+        label, done = f"extracting {archive.name}", 0
         tmp = Path(tempfile.mkdtemp(prefix=_EXTRACT_PREFIX, dir=state))
         try:
             for member in members:
-                _extract_member(zf, member, tmp, url)
-                display.update(task, advance=member.info.file_size)
+                _extract_member(zf, member, tmp, origin)
+                done += member.info.file_size
+                if progress is not None:
+                    progress(label, done, total)
             _move_into_place(tmp, to, overwrite)
         except OSError as error:
             raise DataError(
@@ -690,7 +614,7 @@ def _extract_zip(archive: Path, url: str, to: Path, state: Path, *, overwrite: b
     return sorted({m.parts[0] for m in members})
 
 
-def _extract_member(zf: zipfile.ZipFile, member: _Member, tmp: Path, url: str) -> None:
+def _extract_member(zf: zipfile.ZipFile, member: _Member, tmp: Path, origin: str) -> None:
     dest = tmp.joinpath(*member.parts)
     if member.is_dir:
         dest.mkdir(parents=True, exist_ok=True)
@@ -702,7 +626,7 @@ def _extract_member(zf: zipfile.ZipFile, member: _Member, tmp: Path, url: str) -
     except (zipfile.BadZipFile, zlib.error, EOFError) as error:
         raise _CorruptArchiveError(f"entry {member.info.filename!r}: {error}") from None
     except (RuntimeError, NotImplementedError) as error:  # encrypted entry, unsupported compression
-        raise DataError(f"cannot extract {member.info.filename!r} from {url}: {error}; {SOURCES_HINT}") from None
+        raise DataError(f"cannot extract {member.info.filename!r} from {origin}: {error}; {SOURCES_HINT}") from None
 
 
 def _move_into_place(source: Path, target: Path, overwrite: bool) -> None:

@@ -32,11 +32,6 @@ def env_rank_and_world_size() -> tuple[int, int]:
     return 0, 1
 
 
-def env_local_rank() -> int:
-    """The rank of this process on its machine (picks its GPU)."""
-    return int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0")))
-
-
 def shard(items: Sequence[T], rank: int, world_size: int) -> list[T]:
     """The interleaved share of ``items`` of ``rank`` (neighbouring blocks go to different ranks)."""
     return list(items[rank::world_size])

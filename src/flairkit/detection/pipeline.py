@@ -1,12 +1,13 @@
 """The streaming pipeline of one map: read blocks ahead, run the model on batches of tiles, write behind.
 
-A reader thread reads each block's neighbourhood once and decides which tiles are worth running (not
-wholly on missing pixels); the calling thread runs the model and stitches; a writer thread hands finished
-blocks to ``store``. At most :data:`QUEUE_DEPTH` blocks wait on either side, so memory depends on the
-block size only (plus at most :data:`~flairkit.detection.stitching.KEPT_BYTES` of kept predictions). A
-block's tiles are always batched the same way, so a block gives the same bytes whichever run or rank
-computes it; in blend mode with batches of one tile, a tile shared with earlier blocks is not run again
-(its kept prediction gives the same bytes).
+A reader thread reads each block's neighbourhood once (GDAL decoding with this process's loader-worker
+share of the CPUs) and decides which tiles are worth running (not wholly on missing pixels); the calling
+thread runs the model (batches cross to a GPU from pinned memory, without waiting) and stitches; a writer
+thread hands finished blocks to ``store``. At most :data:`QUEUE_DEPTH` blocks wait on either side, so
+memory depends on the block size only (plus at most :data:`~flairkit.detection.stitching.KEPT_BYTES` of
+kept predictions). A block's tiles are always batched the same way, so a block gives the same bytes
+whichever run or rank computes it; in blend mode with batches of one tile, a tile shared with earlier
+blocks is not run again (its kept prediction gives the same bytes).
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ import numpy as np
 import rasterio
 import torch
 
+from flairkit.data.scenes import Fill, InputRaster, SceneReader, Span
 from flairkit.data.transforms import Normalizer
-from flairkit.detection.reading import Fill, InputRaster, SceneReader
 from flairkit.detection.stitching import OutputBands, contributes, make_assembler
-from flairkit.detection.tiling import Block, Span, Tile, TilePlan
+from flairkit.detection.tiling import Block, Tile, TilePlan
 from flairkit.detection.writing import GDAL_CACHE_BYTES
+from flairkit.devices import autocast, default_num_workers, math_settings
 
 QUEUE_DEPTH = 2
 """Blocks read ahead and blocks waiting to be written."""
@@ -62,6 +64,13 @@ def _put(target: queue.Queue, item: object, stop: threading.Event) -> None:
             continue
 
 
+def _host_batch(tiles: Sequence[np.ndarray], pin: bool) -> torch.Tensor:
+    """``tiles`` stacked into one host tensor, in pinned memory with ``pin`` (for an asynchronous copy to a GPU)."""
+    first = torch.from_numpy(tiles[0])
+    batch = torch.empty((len(tiles), *first.shape), dtype=first.dtype, pin_memory=pin)
+    return torch.stack([torch.from_numpy(tile) for tile in tiles], out=batch)
+
+
 def read_blocks(
     blocks: Sequence[Block], plan: TilePlan, raster: InputRaster, channels: Sequence[int], fill: Fill
 ) -> Iterator[_BlockInput]:
@@ -95,8 +104,12 @@ def compute_blocks(
     normalizer: Normalizer,
     device: torch.device,
     store: Callable[[Block, np.ndarray], None],
+    precision: torch.dtype | None = None,
 ) -> int:
-    """Compute ``blocks`` and hand each finished one to ``store`` (in a writer thread); return tiles run."""
+    """Compute ``blocks`` and hand each finished one to ``store`` (in a writer thread); return tiles run.
+
+    The forward pass runs under autocast to ``precision`` (None: float32); stitching works on float32 logits.
+    """
     stop = threading.Event()
     inbox: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
     outbox: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
@@ -104,7 +117,7 @@ def compute_blocks(
 
     def read() -> None:
         try:
-            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
+            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES, GDAL_NUM_THREADS=max(1, default_num_workers())):
                 for item in read_blocks(blocks, plan, raster, channels, _fill(plan)):
                     _put(inbox, item, stop)
                     if stop.is_set():
@@ -132,8 +145,9 @@ def compute_blocks(
     # Kept predictions equal recomputed ones only when a tile's logits do not depend on its batch.
     assembler = make_assembler(plan, bands, device, upcoming=blocks if batch_size == 1 else ())
     size, tiles_run = plan.tile_size, 0
+    pin = device.type == "cuda"
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), math_settings(device):
             while True:
                 item = inbox.get()
                 if item is _END or writer_error:
@@ -145,7 +159,7 @@ def compute_blocks(
                     chunk = item.tiles[start : start + batch_size]
                     if len(chunk) == 1 and assembler.reuse(chunk[0]):
                         continue
-                    batch = np.stack(
+                    batch = _host_batch(
                         [
                             item.region[
                                 :,
@@ -153,11 +167,14 @@ def compute_blocks(
                                 t.col - item.col0 : t.col - item.col0 + size,
                             ]
                             for t in chunk
-                        ]
+                        ],
+                        pin,
                     )
                     # uint8 crosses to the device: a quarter of the float32 bytes.
-                    logits = model(normalizer(torch.from_numpy(batch).to(device)))
-                    assembler.add(logits, chunk)
+                    inputs = normalizer(batch.to(device, non_blocking=pin))
+                    with autocast(device, precision):
+                        logits = model(inputs)
+                    assembler.add(logits.float(), chunk)
                     tiles_run += len(chunk)
                 finished = assembler.finish()
                 while not stop.is_set():

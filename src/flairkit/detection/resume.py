@@ -11,17 +11,20 @@ deleted once the map is in place.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from flairkit.atomic import write_text_atomic
-from flairkit.errors import DataError
+from flairkit.errors import DataError, FlairError
 
 MANIFEST = "manifest.json"
 RAW = "blocks.raw"
 JOURNAL_GLOB = "journal-rank*.log"
+
+logger = logging.getLogger(__name__)
 
 
 def work_dir_for(map_path: Path) -> Path:
@@ -101,3 +104,19 @@ class WorkDir:
     def remove(self) -> None:
         if self.path.exists():
             shutil.rmtree(self.path)
+
+    def after_failure(self, error: BaseException) -> BaseException:
+        """The error to report once a run of this map failed: the folder is deleted when it holds no finished block
+        (nothing to resume), else a :class:`FlairError` says that it is kept and how to use it."""
+        blocks = len(self.done_blocks()) if self.path.is_dir() else 0
+        if not blocks:
+            self.remove()
+            return error
+        kept = (
+            f"{blocks} finished block(s) are kept in {self.path}: rerun with --resume to continue once the cause is "
+            f"fixed (the same input, config and weights), or delete the folder"
+        )
+        if not isinstance(error, FlairError):
+            logger.warning(kept)
+            return error
+        return type(error)(f"{error}; {kept}")

@@ -1,15 +1,15 @@
-"""What a detection run reports: per-map and total figures, the progress bar and the printed summary."""
+"""What a detection run reports: its progress as it goes, then per-map and total figures."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn, TimeRemainingColumn
-from rich.table import Table
-from rich.text import Text
+DetectProgress = Callable[[str, float, float], None]
+"""Called as ``(map, km² done, km² to compute)`` when rank 0 starts a map and after each block it writes;
+``map`` names the input (and the rank when several share the work)."""
 
 
 @dataclass
@@ -25,6 +25,8 @@ class MapSummary:
     computed_km2: float
     """Area of the blocks computed in this run (the rest was resumed or the map already existed)."""
     nodata_km2: float = 0.0
+    nodata_note: str | None = None
+    """Which pixels the map marks as nodata that the input itself does not declare missing (when there are some)."""
     class_areas_km2: dict[str, float] = field(default_factory=dict)
     blocks: int = 0
     tile_size: int = 0
@@ -50,6 +52,8 @@ class DetectionSummary:
     stitching: str
     backend: str = "torch"
     """What ran the network: torch or ONNX Runtime."""
+    passes: str = "tta none x 1 model = 1 pass"
+    """Test-time augmentation, models and forward passes per tile (detect.tta and the ensemble)."""
 
     @property
     def area_km2(self) -> float:
@@ -80,82 +84,16 @@ class DetectionSummary:
                 f"- `{m.input.name}` -> `{m.output}`: {m.width}x{m.height} px, {m.area_km2:.4f} km², "
                 f"tiles of {m.tile_size} px, {state}"
             )
+            if m.nodata_note:
+                lines.append(f"  - {m.nodata_km2:.4f} km² written as nodata: {m.nodata_note}")
             if m.metrics is not None:
                 lines.append(f"  - against the labels: mIoU {m.metrics.miou:.2f}, OA {m.metrics.overall_accuracy:.2f}")
         lines.append(
             f"- {self.computed_km2:.4f} km² in {self.seconds:.1f} s = {self.km2_per_hour:.3f} km²/h "
-            f"({self.stitching} stitching, {self.backend} on {self.device}, {self.world_size} rank(s))"
+            f"({self.stitching} stitching, {self.backend} on {self.device}, {self.world_size} rank(s), "
+            f"{self.passes} per tile)"
         )
         areas = sorted(self.class_areas_km2.items(), key=lambda item: -item[1])
         if areas:
             lines.append("- class areas (km²): " + ", ".join(f"{name} {area:.4f}" for name, area in areas))
         return "\n".join(lines)
-
-
-class _AreaColumn(ProgressColumn):
-    def render(self, task: Any) -> Text:
-        return Text(f"{task.completed:.3f}/{task.total:.3f} km²")
-
-
-class _SpeedColumn(ProgressColumn):
-    def render(self, task: Any) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("-- km²/h" if speed is None else f"{speed * 3600:.2f} km²/h")
-
-
-def make_progress(console: Console) -> Progress:
-    """A progress bar showing km² done, km²/h and the time left."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        _AreaColumn(),
-        _SpeedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
-
-
-def print_summary(summary: DetectionSummary, console: Console | None = None) -> None:
-    """Print the maps written, the area covered, the throughput and the area of each class."""
-    console = console or Console()
-    maps = Table(
-        title=f"Zone detection ({summary.stitching} stitching, {summary.backend} on {summary.device}, "
-        f"{summary.world_size} rank(s))"
-    )
-    for column in ("input", "map", "size (px)", "tile (px)", "area (km²)", "computed (km²)", "time (s)", "km²/h"):
-        maps.add_column(column, justify="left" if column in ("input", "map") else "right")
-    for m in summary.maps:
-        speed = m.computed_km2 / m.seconds * 3600 if m.seconds > 0 and m.computed_km2 else 0.0
-        maps.add_row(
-            m.input.name,
-            str(m.output) + (" (already done)" if m.skipped else ""),
-            f"{m.width}x{m.height}",
-            str(m.tile_size),
-            f"{m.area_km2:.3f}",
-            f"{m.computed_km2:.3f}",
-            f"{m.seconds:.1f}",
-            f"{speed:.2f}",
-        )
-    console.print(maps)
-    console.print(
-        f"{summary.computed_km2:.3f} km² computed in {summary.seconds:.1f} s: {summary.km2_per_hour:.2f} km²/h"
-    )
-    areas = summary.class_areas_km2
-    if areas:
-        classes = Table(title="Class areas")
-        classes.add_column("class")
-        classes.add_column("km²", justify="right")
-        classes.add_column("%", justify="right")
-        total = sum(areas.values())
-        for name, area in sorted(areas.items(), key=lambda item: -item[1]):
-            classes.add_row(name, f"{area:.4f}", f"{100 * area / total:.1f}")
-        console.print(classes)
-    for m in summary.maps:
-        if m.metrics is not None:
-            from flairkit.evaluation import print_metrics
-
-            console.print(f"Evaluation of {m.output.name}:")
-            print_metrics(m.metrics, console)

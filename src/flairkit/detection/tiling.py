@@ -29,6 +29,7 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from types import SimpleNamespace
@@ -39,27 +40,13 @@ from rasterio.features import geometry_window
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
+from flairkit.data.scenes import Span
+
 StitchingMode = Literal["margin", "blend"]
 DEFAULT_BLOCK_SIDE = 2048
 """Target side of a block in pixels (rounded to a multiple of the tile step)."""
 TILE_MULTIPLE = 32
 """Fitted tiles are multiples of this (the output stride of the smp encoders)."""
-
-
-@dataclass(frozen=True)
-class Span:
-    """A half-open pixel interval ``[start, stop)`` along one axis."""
-
-    start: int
-    stop: int
-
-    @property
-    def size(self) -> int:
-        return self.stop - self.start
-
-    def intersect(self, other: Span) -> Span | None:
-        start, stop = max(self.start, other.start), min(self.stop, other.stop)
-        return Span(start, stop) if start < stop else None
 
 
 @dataclass(frozen=True)
@@ -170,6 +157,12 @@ def block_spans_1d(length: int, block: int, from_end: bool = False, shift: int =
         return [mirror(span, length) for span in reversed(block_spans_1d(length, block))]
     cuts = [0, *(c for c in range(block - shift, length, block) if c > 0), length]
     return [Span(a, b) for a, b in itertools.pairwise(cuts)]
+
+
+def windows(height: int, width: int, rows: int, cols: int) -> Iterator[tuple[Span, Span]]:
+    """(rows, cols) windows of at most ``rows`` x ``cols`` pixels covering a ``height`` x ``width`` raster,
+    row-major: how detection reads its raw map back to write, vectorise and score it."""
+    return itertools.product(block_spans_1d(height, rows), block_spans_1d(width, cols))
 
 
 def mirror(span: Span, length: int) -> Span:

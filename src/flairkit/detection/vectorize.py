@@ -20,21 +20,15 @@ from rasterio.transform import Affine
 from shapely.affinity import affine_transform
 from shapely.geometry import mapping, shape
 
-from flairkit.detection.reading import InputRaster
+from flairkit.data.scenes import InputRaster
 from flairkit.detection.stitching import NODATA_TARGET
-from flairkit.detection.tiling import Span
+from flairkit.detection.tiling import windows
 from flairkit.detection.writing import RawRaster
 from flairkit.nomenclature import Nomenclature
 
 WINDOW = 4096
 """Side of the windows polygonised at once."""
 SCHEMA = {"geometry": "Polygon", "properties": {"value": "int", "class": "str", "area_m2": "float"}}
-
-
-def _windows(height: int, width: int) -> Iterator[tuple[Span, Span]]:
-    for r in range(0, height, WINDOW):
-        for c in range(0, width, WINDOW):
-            yield Span(r, min(r + WINDOW, height)), Span(c, min(c + WINDOW, width))
 
 
 def _polygons(geometry: shapely.Geometry) -> Iterator[shapely.Polygon]:
@@ -76,13 +70,13 @@ def write_polygons(
                 polygon = affine_transform(polygon, to_map)
                 if tolerance > 0:
                     polygon = polygon.simplify(tolerance, preserve_topology=True)
-                value = int(nomenclature.codes[target]) if codes else target
+                value = int(nomenclature.map_targets(target, codes))
                 properties = {"value": value, "class": names[target], "area_m2": float(area)}
                 records.append({"geometry": mapping(polygon), "properties": properties})
             dst.writerecords(records)
             written += len(records)
 
-        for rows, cols in _windows(raster.height, raster.width):
+        for rows, cols in windows(raster.height, raster.width, WINDOW, WINDOW):
             targets = raw.read(0, rows, cols)
             # Window edges that are seams with a neighbouring window (not the raster's border).
             seam_rows = {r for r in (rows.start, rows.stop) if 0 < r < raster.height}

@@ -10,7 +10,7 @@ does not grow with the raster.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
@@ -19,8 +19,8 @@ import rasterio
 import rasterio.shutil
 from rasterio.windows import Window
 
-from flairkit.detection.reading import InputRaster
-from flairkit.detection.tiling import Span
+from flairkit.data.scenes import InputRaster, Span
+from flairkit.detection.tiling import windows
 from flairkit.nomenclature import Nomenclature
 
 OUTPUT_TILE = 512
@@ -81,13 +81,6 @@ class RawRaster:
         os.close(self._fd)
 
 
-def windows(height: int, width: int) -> Iterator[tuple[Span, Span]]:
-    """Tile-aligned (rows, cols) windows covering a raster, row-major."""
-    for r in range(0, height, OUTPUT_TILE):
-        for c in range(0, width, COLUMN_CHUNK):
-            yield Span(r, min(r + OUTPUT_TILE, height)), Span(c, min(c + COLUMN_CHUNK, width))
-
-
 def geotiff_profile(raster: InputRaster, count: int, nodata: int | None) -> dict:
     """Creation profile of an output GeoTIFF on the grid of ``raster``."""
     profile = {
@@ -111,13 +104,7 @@ def geotiff_profile(raster: InputRaster, count: int, nodata: int | None) -> dict
 
 def map_values(nomenclature: Nomenclature, codes: bool) -> np.ndarray:
     """256-entry lookup from band-0 targets (255 = missing) to written values (FLAIR codes or indices)."""
-    lookup = np.arange(256, dtype=np.uint8)
-    if codes:
-        lookup[:] = CODE_NODATA
-        lookup[: nomenclature.n_targets] = nomenclature.codes
-    else:
-        lookup[nomenclature.n_targets :] = INDEX_NODATA
-    return lookup
+    return nomenclature.map_targets(np.arange(256), codes, nodata=CODE_NODATA if codes else INDEX_NODATA)
 
 
 def legend(nomenclature: Nomenclature, codes: bool) -> list[tuple[int, str, str]]:
@@ -125,7 +112,7 @@ def legend(nomenclature: Nomenclature, codes: bool) -> list[tuple[int, str, str]
     rows = []
     for target in nomenclature.targets:
         if target.enabled:
-            value = target.code if codes else target.index
+            value = int(nomenclature.map_targets(target.index, codes))
             rows.append((value, f"{value} - {target.name}", target.colour.lower()))
     return rows
 
@@ -148,7 +135,7 @@ def write_class_map(
     with rasterio.open(path, "w", **geotiff_profile(raster, 1, nodata)) as dst:
         dst.write_colormap(1, colormap(legend(nomenclature, codes)))
         dst.update_tags(1, CLASS_VALUES="FLAIR codes" if codes else "0-based class indices")
-        for rows, cols in windows(raster.height, raster.width):
+        for rows, cols in windows(raster.height, raster.width, OUTPUT_TILE, COLUMN_CHUNK):
             targets = raw.read(0, rows, cols)
             counts += np.bincount(targets.reshape(-1), minlength=256)
             dst.write(lookup[targets], 1, window=Window(cols.start, rows.start, cols.size, rows.size))
@@ -164,7 +151,7 @@ def write_scores(raw: RawRaster, path: Path, raster: InputRaster, descriptions: 
     ):
         for band, description in enumerate(descriptions, start=1):
             dst.set_band_description(band, description)
-        for rows, cols in windows(raster.height, raster.width):
+        for rows, cols in windows(raster.height, raster.width, OUTPUT_TILE, COLUMN_CHUNK):
             window = Window(cols.start, rows.start, cols.size, rows.size)
             dst.write(np.stack([raw.read(b, rows, cols) for b in range(1, raw.bands)]), window=window)
             valid = raw.read(0, rows, cols) != 255

@@ -4,14 +4,13 @@ from flairkit.evaluation.compare import (
     CompareResult,
     RunColumn,
     compare_runs,
-    print_comparison,
     published_rows,
     write_comparison,
 )
 from flairkit.evaluation.confusion import ConfusionAccumulator, confusion_matrix
 from flairkit.evaluation.pairs import confusion_from_files, pair_predictions
 from flairkit.evaluation.protocols import AVG_METRIC_NAMES, PROTOCOLS, Metrics, compute_metrics, resolve_protocol
-from flairkit.evaluation.report import metrics_table, print_metrics, read_metrics, write_metrics
+from flairkit.evaluation.report import read_metrics, write_metrics
 
 __all__ = [
     "AVG_METRIC_NAMES",
@@ -24,10 +23,7 @@ __all__ = [
     "compute_metrics",
     "confusion_from_files",
     "confusion_matrix",
-    "metrics_table",
     "pair_predictions",
-    "print_comparison",
-    "print_metrics",
     "published_rows",
     "read_metrics",
     "resolve_protocol",

@@ -7,20 +7,18 @@ import io
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-
-from rich.console import Console
-from rich.table import Table
 
 from flairkit.atomic import write_text_atomic
 from flairkit.config.schema import PublishedMetrics
 from flairkit.errors import DataError, OutputExistsError
 from flairkit.evaluation.figures import plot_grouped_bars
+from flairkit.evaluation.html import REPORT_FILE, write_comparison_report
 from flairkit.evaluation.protocols import AVG_METRIC_NAMES
 from flairkit.evaluation.report import METRICS_DIR, read_metrics
 
-COMPARISON_FILES = {"table": "comparison.csv", "figure": "comparison.png"}
+COMPARISON_FILES = {"table": "comparison.csv", "figure": "comparison.png", "report": REPORT_FILE}
 
 
 def class_key(name: str) -> str:
@@ -39,6 +37,8 @@ class RunColumn:
     """By name of :data:`AVG_METRIC_NAMES`; None where unknown."""
     per_class_iou: dict[str, float | None]
     """By class name as written in the source."""
+    published: bool = False
+    """Published figures (paper or model card) rather than a run of ours."""
 
 
 @dataclass
@@ -110,6 +110,7 @@ def published_rows(published: PublishedMetrics) -> RunColumn:
         published.protocol,
         averages,
         dict(published.per_class_iou),
+        published=True,
     )
 
 
@@ -120,7 +121,7 @@ def _unique_labels(columns: list[RunColumn]) -> list[RunColumn]:
         count = seen.get(column.label, 0) + 1
         seen[column.label] = count
         label = column.label if count == 1 else f"{column.label} #{count}"
-        unique.append(RunColumn(label, column.source, column.protocol, column.averages, column.per_class_iou))
+        unique.append(replace(column, label=label))
     return unique
 
 
@@ -137,45 +138,9 @@ def compare_runs(
         raise ValueError(f"{len(labels)} labels given for {len(run_dirs)} runs")
     columns = [run_column(Path(d)) for d in run_dirs]
     if labels is not None:
-        columns = [
-            RunColumn(label, c.source, c.protocol, c.averages, c.per_class_iou)
-            for label, c in zip(labels, columns, strict=True)
-        ]
+        columns = [replace(column, label=label) for label, column in zip(labels, columns, strict=True)]
     columns += [published_rows(p) for p in published]
     return CompareResult(_unique_labels(columns))
-
-
-def _fmt(value: float | None) -> str:
-    return "–" if value is None or math.isnan(value) else f"{value:.2f}"
-
-
-def _best(values: list[float | None]) -> float | None:
-    known = [v for v in values if v is not None and not math.isnan(v)]
-    return max(known) if len(known) > 1 else None
-
-
-def comparison_table(result: CompareResult) -> Table:
-    """A rich table: averages then per-class IoU, one column per run, the best value of each row in bold."""
-    table = Table(title="Comparison (values in %)")
-    table.add_column("metric")
-    for label in result.labels:
-        table.add_column(label, justify="right")
-    table.add_row("protocol", *(p or "?" for p in result.protocols), end_section=True)
-    rows = result.average_rows()
-    for index, (name, values) in enumerate([*rows, *((f"IoU {n}", v) for n, v in result.iou_rows())]):
-        best = _best(values)
-        cells = [f"[bold]{_fmt(v)}[/]" if v is not None and v == best else _fmt(v) for v in values]
-        table.add_row(name, *cells, end_section=index == len(rows) - 1)
-    return table
-
-
-def print_comparison(result: CompareResult, console: Console | None = None) -> None:
-    """Print the comparison table, with a warning when protocols differ."""
-    console = console or Console()
-    console.print(comparison_table(result))
-    if result.mixed_protocols:
-        protocols = ", ".join(sorted({p for p in result.protocols if p}))
-        console.print(f"[yellow]warning:[/] columns use different protocols ({protocols}); averages are not comparable")
 
 
 def _comparison_csv(result: CompareResult) -> str:
@@ -189,7 +154,8 @@ def _comparison_csv(result: CompareResult) -> str:
 
 
 def write_comparison(result: CompareResult, out_dir: Path, overwrite: bool = False) -> dict[str, Path]:
-    """Write ``comparison.csv`` and a grouped per-class IoU bar chart ``comparison.png`` into ``out_dir``."""
+    """Write ``comparison.csv``, a grouped per-class IoU bar chart ``comparison.png`` and ``report.html`` into
+    ``out_dir``."""
     paths = {key: Path(out_dir) / name for key, name in COMPARISON_FILES.items()}
     if not overwrite:
         existing = [str(p) for p in paths.values() if p.exists()]
@@ -201,4 +167,5 @@ def write_comparison(result: CompareResult, out_dir: Path, overwrite: bool = Fal
     miou = [c.averages.get("mIoU") for c in result.columns]
     series = {label: [values[k] for _, values in iou_rows] + [miou[k]] for k, label in enumerate(result.labels)}
     plot_grouped_bars(groups, series, paths["figure"], title="Per-class IoU by run", overwrite=overwrite)
+    write_comparison_report(result, paths["report"], paths["figure"], overwrite=overwrite)
     return paths

@@ -1,11 +1,13 @@
-"""PNG figures of metrics: normalised confusion matrices and per-class IoU bars.
+"""Figures of metrics: normalised confusion matrices, per-class IoU bars, grouped bars of several runs.
 
-Figures are drawn on matplotlib's Agg canvas directly (no pyplot, no display, no global state), and
-saved atomically.
+Each ``*_figure`` function returns a matplotlib Figure (shown as is in a notebook); each ``plot_*`` function
+saves that figure as a PNG, atomically. Figures are drawn on matplotlib's Agg canvas directly (no pyplot, no
+display, no global state).
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -14,7 +16,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from flairkit.atomic import atomic_path
+from flairkit.atomic import write_bytes_atomic
 
 if TYPE_CHECKING:
     from flairkit.evaluation.protocols import Metrics
@@ -22,11 +24,16 @@ if TYPE_CHECKING:
 DPI = 120
 
 
-def _save(figure: Figure, path: Path, overwrite: bool) -> Path:
+def figure_png(figure: Figure) -> bytes:
+    """The PNG bytes of a figure (what the saved figures hold)."""
     FigureCanvasAgg(figure)
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        figure.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
-    return Path(path)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _save(figure: Figure, path: Path, overwrite: bool) -> Path:
+    return write_bytes_atomic(path, figure_png(figure), overwrite=overwrite)
 
 
 def normalize_confusion(confmat: np.ndarray, normalize: Literal["precision", "recall"]) -> np.ndarray:
@@ -45,7 +52,12 @@ def plot_confusion(
     path: Path,
     overwrite: bool = False,
 ) -> Path:
-    """Save a normalised confusion matrix (rows = truth) as a PNG, annotated with percentages."""
+    """Save :func:`confusion_figure` as a PNG."""
+    return _save(confusion_figure(confmat, names, normalize), path, overwrite)
+
+
+def confusion_figure(confmat: np.ndarray, names: Sequence[str], normalize: Literal["precision", "recall"]) -> Figure:
+    """A normalised confusion matrix (rows = truth) annotated with percentages."""
     matrix = normalize_confusion(confmat, normalize)
     n = matrix.shape[0]
     if len(names) != n:
@@ -68,11 +80,16 @@ def plot_confusion(
                 if value >= 0.05:
                     colour = "white" if value > 50 else "black"
                     axes.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=6, color=colour)
-    return _save(figure, path, overwrite)
+    return figure
 
 
 def plot_iou_bars(metrics: Metrics, path: Path, overwrite: bool = False) -> Path:
-    """Save per-class IoU as horizontal bars in the class colours, with the mIoU as a line."""
+    """Save :func:`iou_figure` as a PNG."""
+    return _save(iou_figure(metrics), path, overwrite)
+
+
+def iou_figure(metrics: Metrics) -> Figure:
+    """Per-class IoU as horizontal bars in the class colours, with the mIoU as a line."""
     names = metrics.class_names
     values = np.nan_to_num(np.asarray(metrics.per_class_iou, dtype=np.float64), nan=0.0)
     colours = metrics.colours if len(metrics.colours) == len(names) else ["#4c72b0"] * len(names)
@@ -91,7 +108,7 @@ def plot_iou_bars(metrics: Metrics, path: Path, overwrite: bool = False) -> Path
     for position, value in zip(positions, values, strict=True):
         axes.text(value + 1, position, f"{value:.1f}", va="center", fontsize=7)
     axes.set_title(f"Per-class IoU ({metrics.protocol} protocol)", fontsize=10)
-    return _save(figure, path, overwrite)
+    return figure
 
 
 def _averaged(metrics: Metrics) -> list[bool]:
@@ -108,7 +125,14 @@ def plot_grouped_bars(
     title: str = "",
     overwrite: bool = False,
 ) -> Path:
-    """Save a grouped bar chart: one group per label in ``groups``, one bar per series (missing values skipped)."""
+    """Save :func:`grouped_bars_figure` as a PNG."""
+    return _save(grouped_bars_figure(groups, series, ylabel, title), path, overwrite)
+
+
+def grouped_bars_figure(
+    groups: Sequence[str], series: dict[str, Sequence[float | None]], ylabel: str = "IoU (%)", title: str = ""
+) -> Figure:
+    """A grouped bar chart: one group per label in ``groups``, one bar per series (missing values skipped)."""
     n_series = max(len(series), 1)
     width = 0.8 / n_series
     figure = Figure(figsize=(min(max(6.0, 0.2 * len(groups) * n_series + 2.5), 18.0), 4.5))
@@ -125,4 +149,4 @@ def plot_grouped_bars(
     if title:
         axes.set_title(title, fontsize=10)
     axes.legend(fontsize=8)
-    return _save(figure, path, overwrite)
+    return figure

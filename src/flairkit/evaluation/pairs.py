@@ -8,7 +8,7 @@ target indices. Masks hold FLAIR class codes and are mapped with the nomenclatur
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -74,23 +74,19 @@ def pair_predictions(pred_dir: Path, masks: Sequence[Path]) -> list[tuple[Path, 
 def confusion_from_files(
     pairs: Sequence[tuple[Path, Path]],
     nomenclature: Nomenclature,
-    show_progress: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Sum the int64 confusion matrix (rows = truth) of (prediction, mask) raster pairs.
 
     Mask values outside every class of the nomenclature are ignored; a prediction value that is not a
-    target index, or a prediction and mask of different sizes, is a DataError naming the files.
+    target index, or a prediction and mask of different sizes, is a DataError naming the files. ``progress`` is
+    called with (pairs read, pairs) after each pair.
     """
     if not pairs:
         raise DataError("no (prediction, mask) pair to evaluate; check the test list and the prediction folder")
     n_classes = nomenclature.n_targets
     accumulator = ConfusionAccumulator(n_classes, INVALID_TARGET)
-    iterator: Sequence[tuple[Path, Path]] = pairs
-    if show_progress:
-        from rich.progress import track
-
-        iterator = track(pairs, description="confusion matrix", total=len(pairs))  # type: ignore[assignment]
-    for prediction_path, mask_path in iterator:
+    for done, (prediction_path, mask_path) in enumerate(pairs, start=1):
         prediction = read_raster(prediction_path, bands=[1])[0]
         mask = read_raster(mask_path, bands=[1])[0]
         if mask.dtype != np.uint8:
@@ -112,4 +108,6 @@ def confusion_from_files(
                 f"0-based target indices written with the same nomenclature"
             )
         accumulator.update(prediction, nomenclature.map_mask(mask))
+        if progress is not None:
+            progress(done, len(pairs))
     return accumulator.matrix

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -37,6 +37,19 @@ from flairkit.nomenclature import Nomenclature
 PROTOCOLS = ("flair1", "model-card", "flair2")
 AVG_METRIC_NAMES = ("mIoU", "Overall Accuracy", "Fscore", "Precision", "Recall")
 """The order of ``Avg_metrics`` in IGN's ``metrics.json``."""
+
+
+class ClassRow(NamedTuple):
+    """The metrics (in %) of one kept class."""
+
+    name: str
+    iou: float
+    fscore: float
+    precision: float
+    recall: float
+    support: int
+    """Ground-truth pixels."""
+    in_average: bool
 
 
 @dataclass(eq=False)
@@ -71,6 +84,25 @@ class Metrics:
     def averages(self) -> list[float]:
         """The averaged metrics in the order of :data:`AVG_METRIC_NAMES`."""
         return [self.miou, self.overall_accuracy, self.fscore, self.precision, self.recall]
+
+    def class_rows(self) -> list[ClassRow]:
+        """One row per kept class, in target order."""
+        columns = zip(
+            self.class_names,
+            self.per_class_iou,
+            self.per_class_fscore,
+            self.per_class_precision,
+            self.per_class_recall,
+            self.support,
+            self.in_average,
+            strict=True,
+        )
+        return [ClassRow(*column) for column in columns]
+
+    @property
+    def kept_confmat(self) -> np.ndarray:
+        """The matrix over the kept classes only (those of ``class_names``), as the figures show it."""
+        return self.confmat[np.ix_(self.kept, self.kept)]
 
     @property
     def support(self) -> list[int]:

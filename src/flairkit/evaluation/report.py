@@ -1,4 +1,4 @@
-"""Writing, reading and printing evaluation results.
+"""Writing and reading evaluation results.
 
 ``write_metrics`` fills ``<run>/metrics/`` with the files IGN's FLAIR-1 code writes (``confmat.npy``, the
 full uncleaned matrix, and ``metrics.json`` with the official keys) plus ``per_class.csv``, ``report.md``
@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
-from rich.table import Table
 
 from flairkit.atomic import atomic_path, write_text_atomic
 from flairkit.errors import DataError, OutputExistsError
@@ -39,7 +37,8 @@ CSV_COLUMNS = ("class", "iou", "fscore", "precision", "recall", "support_pixels"
 REQUIRED_KEYS = ("Avg_metrics_name", "Avg_metrics", "classes", "per_class_iou")
 
 
-def _fmt(value: float | None, digits: int = 2) -> str:
+def format_value(value: float | None, digits: int = 2) -> str:
+    """A metric in % for tables: ``digits`` decimals, a dash when unknown."""
     return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
@@ -52,22 +51,15 @@ def _per_class_csv(metrics: Metrics) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
-    rows = zip(
-        metrics.class_names,
-        metrics.per_class_iou,
-        metrics.per_class_fscore,
-        metrics.per_class_precision,
-        metrics.per_class_recall,
-        metrics.support,
-        strict=True,
-    )
-    for name, *values, support in rows:
-        writer.writerow([name, *("" if math.isnan(v) else f"{v:.6f}" for v in values), support])
+    for row in metrics.class_rows():
+        values = (row.iou, row.fscore, row.precision, row.recall)
+        writer.writerow([row.name, *("" if math.isnan(v) else f"{v:.6f}" for v in values), row.support])
     return buffer.getvalue()
 
 
-def _not_averaged(metrics: Metrics) -> list[str]:
-    return [name for name, used in zip(metrics.class_names, metrics.in_average, strict=True) if not used]
+def not_averaged(metrics: Metrics) -> list[str]:
+    """Names of the classes the protocol leaves out of the averages."""
+    return [row.name for row in metrics.class_rows() if not row.in_average]
 
 
 def _report_md(metrics: Metrics, figure_names: list[str]) -> str:
@@ -79,26 +71,23 @@ def _report_md(metrics: Metrics, figure_names: list[str]) -> str:
         "",
         "| " + " | ".join(AVG_METRIC_NAMES) + " |",
         "|" + "---:|" * len(AVG_METRIC_NAMES),
-        "| " + " | ".join(_fmt(v) for v in metrics.averages) + " |",
+        "| " + " | ".join(format_value(v) for v in metrics.averages) + " |",
         "",
         "| class | IoU | F-score | Precision | Recall | support (px) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    rows = zip(
-        metrics.class_names,
-        metrics.per_class_iou,
-        metrics.per_class_fscore,
-        metrics.per_class_precision,
-        metrics.per_class_recall,
-        metrics.support,
-        metrics.in_average,
-        strict=True,
-    )
-    for name, iou, fscore, precision, recall, support, used in rows:
+    for name, iou, fscore, precision, recall, support, used in metrics.class_rows():
         label = name if used else f"{name} \\*"
-        cells = [label, _fmt(iou), _fmt(fscore), _fmt(precision), _fmt(recall), f"{support:,}"]
+        cells = [
+            label,
+            format_value(iou),
+            format_value(fscore),
+            format_value(precision),
+            format_value(recall),
+            f"{support:,}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
-    excluded = _not_averaged(metrics)
+    excluded = not_averaged(metrics)
     if excluded:
         lines += ["", f"\\* left out of the averages by the `{metrics.protocol}` protocol: {', '.join(excluded)}."]
     if figure_names:
@@ -126,7 +115,7 @@ def write_metrics(metrics: Metrics, out_dir: Path, overwrite: bool = False, figu
         np.save(handle, np.asarray(metrics.confmat, dtype=np.int64))
     write_text_atomic(paths["per_class"], _per_class_csv(metrics), overwrite=overwrite)
     if figures:
-        cleaned = metrics.confmat[np.ix_(metrics.kept, metrics.kept)]
+        cleaned = metrics.kept_confmat
         plot_confusion(cleaned, metrics.class_names, "precision", paths["confusion_precision"], overwrite)
         plot_confusion(cleaned, metrics.class_names, "recall", paths["confusion_recall"], overwrite)
         plot_iou_bars(metrics, paths["iou"], overwrite)
@@ -183,47 +172,3 @@ def read_metrics(run_or_metrics_dir: Path) -> dict[str, Any]:
                 f"the two files disagree, recompute them with `flair metrics --overwrite`"
             ) from None
     return content
-
-
-def metrics_table(metrics: Metrics) -> Table:
-    """A rich table of per-class metrics with the averages as footer."""
-    table = Table(
-        title=f"Metrics ({metrics.protocol} protocol, nomenclature {metrics.nomenclature or '?'})",
-        caption=f"Overall Accuracy {_fmt(metrics.overall_accuracy)} %",
-        show_footer=True,
-    )
-    averages = [_fmt(metrics.miou), _fmt(metrics.fscore), _fmt(metrics.precision), _fmt(metrics.recall)]
-    table.add_column("Class", footer="average")
-    for header, footer in zip(("IoU", "F-score", "Precision", "Recall"), averages, strict=True):
-        table.add_column(header, footer=footer, justify="right")
-    table.add_column("Support (px)", footer=f"{sum(metrics.support):,}", justify="right")
-    rows = zip(
-        metrics.class_names,
-        metrics.per_class_iou,
-        metrics.per_class_fscore,
-        metrics.per_class_precision,
-        metrics.per_class_recall,
-        metrics.support,
-        metrics.in_average,
-        strict=True,
-    )
-    for name, iou, fscore, precision, recall, support, used in rows:
-        table.add_row(
-            name if used else f"{name} *",
-            _fmt(iou),
-            _fmt(fscore),
-            _fmt(precision),
-            _fmt(recall),
-            f"{support:,}",
-            style=None if used else "dim",
-        )
-    return table
-
-
-def print_metrics(metrics: Metrics, console: Console | None = None) -> None:
-    """Print the metrics table, and which classes the averages leave out."""
-    console = console or Console()
-    console.print(metrics_table(metrics))
-    excluded = _not_averaged(metrics)
-    if excluded:
-        console.print(f"* left out of the averages by the {metrics.protocol} protocol: {', '.join(excluded)}")

@@ -18,11 +18,15 @@ def aerial_class_weights(nomenclature: Nomenclature) -> torch.Tensor:
 
 
 def satellite_class_weights(nomenclature: Nomenclature) -> torch.Tensor:
-    """Per-target loss weights of the satellite branch: the aerial ones with plowed land set to 0."""
+    """Per-target loss weights of the satellite branch: the aerial ones, 0 for a target that holds only FLAIR classes
+    of :data:`SATELLITE_DISABLED_CLASSES` (its ``flair`` list, or the FLAIR codes of its mask values)."""
     weights = aerial_class_weights(nomenclature)
-    codes = {class_code(name) for name in SATELLITE_DISABLED_CLASSES}
+    disabled = {class_code(name) for name in SATELLITE_DISABLED_CLASSES}
     for target in nomenclature.targets:
-        if target.code in codes:
+        flair = set(target.flair)
+        if not flair and nomenclature.flair_masks:
+            flair = {value for value, index in nomenclature.value_to_target.items() if index == target.index}
+        if flair and flair <= disabled:
             weights[target.index] = 0.0
     return weights
 

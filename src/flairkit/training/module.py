@@ -6,10 +6,13 @@ The network is held as ``self.model`` and the aerial loss as ``self.criterion`` 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from flairkit.config.schema import FlairConfig
@@ -17,8 +20,9 @@ from flairkit.data.transforms import Normalizer, augment_batch
 from flairkit.evaluation.confusion import ConfusionAccumulator
 from flairkit.evaluation.protocols import compute_metrics
 from flairkit.models.build import build_model
-from flairkit.models.inference import masked_argmax
-from flairkit.nomenclature import get_nomenclature
+from flairkit.models.inference import masked_argmax, network_logits, prepare_inputs, runnable_network
+from flairkit.models.weights.files import NOMENCLATURE_KEY
+from flairkit.nomenclature import INVALID_TARGET, get_nomenclature
 from flairkit.training.losses import aerial_class_weights, satellite_class_weights, weighted_cross_entropy
 
 
@@ -34,9 +38,13 @@ class SegmentationTask(L.LightningModule):
         super().__init__()
         if isinstance(config, dict):
             config = FlairConfig.model_validate(config)
-        self.save_hyperparameters({"config": config.model_dump(mode="json")})
         self.config = config
         self.nomenclature = get_nomenclature(config.data.nomenclature)
+        saved: dict[str, Any] = {"config": config.model_dump(mode="json")}
+        if self.nomenclature.source is not None:
+            # The YAML's text, not only its path: the checkpoint stays usable when the file moves or changes.
+            saved[NOMENCLATURE_KEY] = self.nomenclature.source.read_text(encoding="utf-8")
+        self.save_hyperparameters(saved)
         self.multimodal = config.model.multimodal
         self.model = model if model is not None else build_model(config, pretrained_encoder=True)
         self.normalizer = Normalizer.from_config(config.data.normalization)
@@ -48,11 +56,14 @@ class SegmentationTask(L.LightningModule):
                 sat_weights = sat_weights * aerial_weights
             self.criterion_sat = weighted_cross_entropy(sat_weights)
         self.val_confusion = ConfusionAccumulator(self.nomenclature.n_targets)
+        # Per loss term (aerial, then satellite): summed weighted pixel losses and summed weights.
+        self.val_loss_sums = torch.zeros(2 if self.multimodal else 1, 2, dtype=torch.float64)
+        # Confusion matrix of the last validation pass over the whole split (every process's patches).
+        self.val_matrix: np.ndarray | None = None
         self.augment_generator = torch.Generator().manual_seed(config.train.seed)
-        if config.train.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
         # Kept outside the module registry so that state-dict keys stay those of the plain network.
-        object.__setattr__(self, "network", torch.compile(self.model) if config.train.compile else self.model)
+        network = runnable_network(self.model, config.train.channels_last, config.train.compile)
+        object.__setattr__(self, "network", network)
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         trainer = self._trainer
@@ -60,40 +71,50 @@ class SegmentationTask(L.LightningModule):
 
     def prepare_batch(self, batch: dict[str, Any], training: bool = False) -> dict[str, Any]:
         """Normalise a batch already on the device and, in training, augment its aerial branch."""
-        image = self.normalizer(batch["image"])
-        target = batch.get("target")
-        if target is not None:
-            batch["target_sat"] = target
-        if training and target is not None:
-            image, target = augment_batch(
-                image, target, self.config.data.augmentation_probability, self.augment_generator
+        if batch.get("target") is not None:
+            batch["target_sat"] = batch["target"]
+        augment = (
+            functools.partial(
+                augment_batch,
+                probability=self.config.data.augmentation_probability,
+                generator=self.augment_generator,
             )
-            batch["target"] = target
-        if self.config.train.channels_last:
-            image = image.contiguous(memory_format=torch.channels_last)
-        batch["input"] = image
-        return batch
+            if training
+            else None
+        )
+        return prepare_inputs(batch, self.normalizer, self.config.train.channels_last, augment)
+
+    def _training_gpu(self) -> torch.device | None:
+        """The GPU this process trains on, None outside a trainer or on other devices."""
+        device = self._trainer.strategy.root_device if self._trainer is not None else None
+        return device if device is not None and device.type == "cuda" else None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["flairkit_rng"] = {
-            "augment": self.augment_generator.get_state(),
-            "torch": torch.get_rng_state(),
-        }
+        """Save the random states (augmentation, torch, and on GPUs this process's CUDA generator) for resuming.
+
+        Only rank 0's checkpoint is written: its CUDA state is every rank's, as every rank is seeded alike
+        and draws as many random numbers (same batch shapes on every rank).
+        """
+        states = {"augment": self.augment_generator.get_state(), "torch": torch.get_rng_state()}
+        gpu = self._training_gpu()
+        if gpu is not None:
+            states["cuda"] = torch.cuda.get_rng_state(gpu)
+        checkpoint["flairkit_rng"] = states
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the random states saved with the checkpoint; older or CPU checkpoints may lack some."""
         states = checkpoint.get("flairkit_rng")
-        if states is not None:
-            self.augment_generator.set_state(states["augment"])
-            torch.set_rng_state(states["torch"])
+        if states is None:
+            return
+        self.augment_generator.set_state(states["augment"])
+        torch.set_rng_state(states["torch"])
+        gpu = self._training_gpu()
+        if gpu is not None and "cuda" in states:
+            torch.cuda.set_rng_state(states["cuda"], gpu)
 
     def forward(self, batch: dict[str, Any], drop_sentinel: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits of the aerial branch and, for U-T&T, of the satellite branch."""
-        metadata = batch.get("metadata")
-        if self.multimodal:
-            return self.network(
-                batch["input"], batch["sentinel"], batch["dates"], metadata=metadata, drop_sentinel=drop_sentinel
-            )
-        return self.network(batch["input"], metadata), None
+        return network_logits(self.network, batch, self.multimodal, drop_sentinel)
 
     def _loss(self, batch: dict[str, Any], logits: torch.Tensor, sat_logits: torch.Tensor | None) -> torch.Tensor:
         loss = self.criterion(logits.float(), batch["target"].long())
@@ -111,20 +132,42 @@ class SegmentationTask(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self.val_confusion.reset()
+        self.val_loss_sums.zero_()
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Count the batch in the confusion matrix and the loss sums, except padded repeats (``valid`` false)."""
         logits, sat_logits = self(batch)
-        loss = self._loss(batch, logits, sat_logits)
-        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(logits), sync_dist=True)
-        self.val_confusion.update(masked_argmax(logits, self.nomenclature.disabled), batch["target"])
+        target = _counted_targets(batch, "target")
+        sums = [_weighted_loss_sums(self.criterion, logits, target)]
+        if sat_logits is not None:
+            sums.append(_weighted_loss_sums(self.criterion_sat, sat_logits, _counted_targets(batch, "target_sat")))
+        self.val_loss_sums += torch.stack(sums).cpu().double()
+        self.val_confusion.update(masked_argmax(logits, self.nomenclature.disabled), target)
+
+    def _sum_over_ranks(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` (float64, CPU) summed over the DDP processes."""
+        if self.trainer.world_size == 1:
+            return values
+        return self.trainer.strategy.reduce(values.to(self.device), reduce_op="sum").cpu()
 
     def on_validation_epoch_end(self) -> None:
-        matrix = torch.as_tensor(self.val_confusion.matrix, device=self.device)
-        if self.trainer.world_size > 1:
-            matrix = self.trainer.strategy.reduce(matrix.double(), reduce_op="sum").round().long()
-        if int(matrix.sum()) == 0:
+        """Log val_loss (the weighted cross entropy over all the split's pixels, plus U-T&T's satellite term),
+        val_miou and val_oa.
+
+        All three come from sums over every process: they depend neither on the batch size nor on the
+        number of processes.
+        """
+        n = self.nomenclature.n_targets
+        local = torch.cat(
+            [torch.from_numpy(self.val_confusion.matrix).double().flatten(), self.val_loss_sums.flatten()]
+        )
+        summed = self._sum_over_ranks(local)
+        self.val_matrix = summed[: n * n].round().long().reshape(n, n).numpy()
+        losses, weights = summed[n * n :].reshape(-1, 2).unbind(dim=1)
+        self.log("val_loss", float((losses / weights).sum()), prog_bar=True)
+        if int(self.val_matrix.sum()) == 0:
             return
-        metrics = compute_metrics(matrix.cpu().numpy(), self.nomenclature, self.config.evaluate.protocol)
+        metrics = compute_metrics(self.val_matrix, self.nomenclature, self.config.evaluate.protocol)
         self.log("val_miou", metrics.miou / 100.0, prog_bar=True, sync_dist=False, rank_zero_only=False)
         self.log("val_oa", metrics.overall_accuracy / 100.0, sync_dist=False)
 
@@ -152,3 +195,25 @@ class SegmentationTask(L.LightningModule):
             min_lr=train.min_lr,
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss"}}
+
+
+def _counted_targets(batch: dict[str, Any], key: str) -> torch.Tensor:
+    """The batch's ``key`` targets, with those of padded repeats (``valid`` false) set to the ignored value."""
+    target = batch[key]
+    valid = batch.get("valid")
+    if valid is None:
+        return target
+    return torch.where(valid.view(-1, 1, 1), target, torch.full_like(target, INVALID_TARGET))
+
+
+def _weighted_loss_sums(criterion: nn.CrossEntropyLoss, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The sum of ``criterion``'s weighted pixel losses and the sum of their weights (its mean is the ratio).
+
+    Unlike means, sums add up over batches and processes: the loss of a whole split, whatever its batching.
+    """
+    target = target.long()
+    total = F.cross_entropy(
+        logits.float(), target, weight=criterion.weight, ignore_index=criterion.ignore_index, reduction="sum"
+    )
+    weights = criterion.weight[target[target != criterion.ignore_index]].sum()
+    return torch.stack([total, weights])

@@ -12,7 +12,8 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.accelerators import CPUAccelerator
+from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from flairkit.allocator import retained_freed_memory
@@ -20,9 +21,11 @@ from flairkit.atomic import check_writable, write_text_atomic
 from flairkit.config.loading import save_resolved_config
 from flairkit.config.schema import FlairConfig
 from flairkit.data.datamodule import FlairDataModule, class_pixel_counts
+from flairkit.devices import math_settings
 from flairkit.errors import ConfigError, OutputExistsError
 from flairkit.models.build import build_model
 from flairkit.nomenclature import get_nomenclature
+from flairkit.training.freezing import FreezeEncoder
 from flairkit.training.losses import aerial_class_weights, balanced_class_weights
 from flairkit.training.module import SegmentationTask
 
@@ -40,6 +43,8 @@ class TrainResult:
     epochs: int
     val_loss: float | None
     val_miou: float | None
+    adaptations: tuple[str, ...] = ()
+    """How the init weights were adapted to other classes or bands (fine-tuning), one sentence each."""
 
     def to_json(self) -> str:
         return json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}, indent=2)
@@ -98,12 +103,19 @@ def build_trainer(
     ]
     if train.early_stopping_patience is not None:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=train.early_stopping_patience))
+    if train.freeze_encoder_epochs:
+        callbacks.append(FreezeEncoder(train.freeze_encoder_epochs))
+    if train.ema_decay is not None:
+        # Validation runs on the averaged weights, checkpoints store them (the raw ones under
+        # "current_model_state"), and training ends with them in the model.
+        callbacks.append(EMAWeightAveraging(decay=train.ema_decay, use_buffers=True))
     callbacks.extend(extra_callbacks)
     if train.sync_batchnorm and not torch.cuda.is_available():
         raise ConfigError("train.sync_batchnorm needs GPUs (SyncBatchNorm has no CPU implementation); set it to false")
     strategy = train.strategy
-    if config.model.multimodal and strategy == "ddp":
-        # U-T&T has parameters without gradients (U-TAE out_conv, fusion of stages the decoder skips).
+    if (config.model.multimodal or train.freeze_encoder_epochs) and strategy == "ddp":
+        # U-T&T has parameters without gradients (U-TAE out_conv, fusion of stages the decoder skips), and so has
+        # a frozen encoder.
         strategy = "ddp_find_unused_parameters_true"
     settings: dict[str, Any] = {
         "accelerator": train.accelerator,
@@ -137,8 +149,18 @@ QUIET_WARNINGS = (
     r".*is smaller than the logging interval",
     r".*does not have many workers",
     r"Checkpoint directory .* exists and is not empty",  # resuming: flairkit refuses other non-empty folders
+    r".*self.log\('val_.*sync_dist=True",  # validation metrics are computed from sums over every process
 )
 """Lightning notices that do not apply to flairkit's loaders and hooks."""
+
+
+def heap_setting_applies(config: FlairConfig, trainer: L.Trainer) -> bool:
+    """Whether ``train.retain_freed_memory`` applies to this run: on, and the trainer trains on CPUs.
+
+    Decided from the accelerator Lightning resolved (``auto`` included): on a GPU the activations live in
+    the GPU's memory, not in glibc's heap.
+    """
+    return config.train.retain_freed_memory and isinstance(trainer.accelerator, CPUAccelerator)
 
 
 def _class_weights(config: FlairConfig, datamodule: FlairDataModule) -> torch.Tensor | None:
@@ -158,7 +180,7 @@ def train(
     Writes the resolved config, TensorBoard and CSV logs and checkpoints (best on val_loss + last)
     under ``config.run_dir``. ``callbacks`` are Lightning callbacks run besides flairkit's own.
     """
-    from flairkit.models.checkpoints import check_resume_checkpoint, load_weights, safe_unpickling
+    from flairkit.models.weights import check_resume_checkpoint, load_init_weights, safe_unpickling
 
     resuming = config.train.resume_from is not None
     if resuming:
@@ -173,15 +195,25 @@ def train(
     save_resolved_config(config, run_dir)
     starts_from_file = resuming or config.train.init_weights is not None
     model = build_model(config, pretrained_encoder=not starts_from_file)
+    adaptations: tuple[str, ...] = ()
     if config.train.init_weights is not None and not resuming:
-        load_weights(model, config.train.init_weights)
+        adaptations = load_init_weights(model, config).adaptations
     task = SegmentationTask(config, model=model, class_weights=_class_weights(config, datamodule))
     trainer = build_trainer(config, run_dir, progress=progress, extra_callbacks=callbacks)
     with warnings.catch_warnings():
         for pattern in QUIET_WARNINGS:
             warnings.filterwarnings("ignore", message=pattern)
         # Lightning unpickles the resumed checkpoint itself: never with code execution allowed.
-        with safe_unpickling(), retained_freed_memory(config.train.retain_freed_memory):
+        with (
+            safe_unpickling(),
+            retained_freed_memory(heap_setting_applies(config, trainer)),
+            math_settings(
+                trainer.strategy.root_device,
+                training=True,
+                precision=config.train.precision,
+                fixed_shapes=not config.train.deterministic,
+            ),
+        ):
             trainer.fit(task, datamodule=datamodule, ckpt_path=config.train.resume_from, weights_only=True)
     checkpoint_callback = trainer.checkpoint_callback
     best = Path(checkpoint_callback.best_model_path) if checkpoint_callback.best_model_path else None
@@ -193,6 +225,7 @@ def train(
         epochs=trainer.current_epoch,
         val_loss=float(metrics["val_loss"]) if "val_loss" in metrics else None,
         val_miou=float(metrics["val_miou"]) if "val_miou" in metrics else None,
+        adaptations=adaptations,
     )
     if trainer.is_global_zero:
         write_text_atomic(run_dir / "train_summary.json", result.to_json())

@@ -1,4 +1,4 @@
-"""Opening orthophotos for zone detection: input checks, and windowed reads of the selected bands.
+"""Opening orthophotos, for zone detection and for cutting patches: input checks, windowed band reads.
 
 Every input is checked before any work starts (georeferencing, band count, 8-bit bands, resolution), so
 that a batch of inputs fails on its first bad file, not hours into the run.
@@ -6,8 +6,9 @@ that a batch of inputs fails on its first bad file, not hours into the run.
 
 from __future__ import annotations
 
-import logging
+import math
 import warnings
+import xml.etree.ElementTree as ElementTree
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +23,7 @@ from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from flairkit.data.rasters import AERIAL_RESOLUTION
-from flairkit.detection.tiling import Span
 from flairkit.errors import DataError
-
-logger = logging.getLogger(__name__)
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
 """Files picked up when an input is a folder."""
@@ -33,6 +31,23 @@ RESOLUTION_TOLERANCE = 0.1
 """Relative departure from 0.2 m above which a warning is given."""
 
 Fill = Literal["zero", "reflect"]
+Rectangles = tuple[tuple[int, int, int, int], ...]
+
+
+@dataclass(frozen=True)
+class Span:
+    """A half-open pixel interval ``[start, stop)`` along one axis."""
+
+    start: int
+    stop: int
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+    def intersect(self, other: Span) -> Span | None:
+        start, stop = max(self.start, other.start), min(self.stop, other.stop)
+        return Span(start, stop) if start < stop else None
 
 
 class ResolutionWarning(UserWarning):
@@ -53,6 +68,13 @@ class InputRaster:
     """Value that marks missing pixels (when every selected band has it); None when there is none."""
     dataset_mask: bool
     """Whether the file carries an alpha band or a mask band that marks missing pixels."""
+    implied_nodata: bool = False
+    """``nodata`` is 0 because the file declares no nodata value nor mask: pixels whose selected bands are all 0."""
+    coverage: Rectangles | None = None
+    """A VRT's source rectangles (column, row, width, height); pixels outside all of them are missing. None: all
+    pixels are covered."""
+    sources: tuple[Path, ...] = ()
+    """Every file GDAL reads for this input: the file itself, a VRT's sources, sidecar files."""
 
     @property
     def resolution(self) -> tuple[float, float]:
@@ -86,11 +108,47 @@ def expand_inputs(inputs: Sequence[Path]) -> list[Path]:
     return files
 
 
-def inspect_input(path: Path, channels: Sequence[int], nodata: float | None = None) -> InputRaster:
+def _vrt_coverage(path: Path, channels: Sequence[int], width: int, height: int) -> Rectangles | None:
+    """The pixel rectangles that the sources of the selected bands of a VRT fill; None when every pixel is covered
+    (or the VRT is not a plain mosaic of sources)."""
+    try:
+        root = ElementTree.fromstring(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ElementTree.ParseError):
+        return None
+    if root.get("subClass"):  # warped or processed VRT: its pixels are computed, not placed
+        return None
+    selected = {str(c) for c in channels}
+    rectangles = set()
+    for band in root.iter("VRTRasterBand"):
+        if band.get("band") not in selected:
+            continue
+        if band.get("subClass") not in (None, "VRTDerivedRasterBand"):
+            return None
+        for source in band:
+            if source.find("SourceFilename") is None:
+                continue
+            rect = source.find("DstRect")
+            if rect is None:
+                return None  # a source without DstRect fills the whole raster
+            x, y = float(rect.get("xOff", 0)), float(rect.get("yOff", 0))
+            right, bottom = x + float(rect.get("xSize", width)), y + float(rect.get("ySize", height))
+            col0, row0 = max(math.floor(x), 0), max(math.floor(y), 0)
+            col1, row1 = min(math.ceil(right), width), min(math.ceil(bottom), height)
+            if col0 < col1 and row0 < row1:
+                if (col0, row0, col1, row1) == (0, 0, width, height):
+                    return None
+                rectangles.add((col0, row0, col1 - col0, row1 - row0))
+    return tuple(sorted(rectangles))
+
+
+def inspect_input(
+    path: Path, channels: Sequence[int], nodata: float | None = None, all_zero_is_nodata: bool = False
+) -> InputRaster:
     """Open ``path`` and check it can feed a model reading ``channels`` (1-based); ``nodata`` overrides the file's.
 
-    Raises :class:`DataError` naming the file and the fix; warns (:class:`ResolutionWarning`) when the pixel
-    size is not about 0.2 m.
+    With ``all_zero_is_nodata``, a file that declares no nodata value nor mask gets nodata 0 (pixels whose selected
+    bands are all 0 are missing). Pixels that no source of a VRT covers are missing. Raises :class:`DataError`
+    naming the file and the fix; warns (:class:`ResolutionWarning`) when the pixel size is not about 0.2 m.
     """
     path = Path(path)
     try:
@@ -99,6 +157,8 @@ def inspect_input(path: Path, channels: Sequence[int], nodata: float | None = No
             width, height, dtypes = src.width, src.height, src.dtypes
             flags = src.mask_flag_enums
             file_nodata = src.nodata
+            is_vrt = src.driver == "VRT"
+            sources = tuple(dict.fromkeys([path, *map(Path, src.files)]))
     except RasterioError as error:
         raise DataError(f"{path}: cannot open raster ({error}); check that it is a valid GeoTIFF or VRT") from None
     if crs is None:
@@ -124,6 +184,8 @@ def inspect_input(path: Path, channels: Sequence[int], nodata: float | None = No
         )
     selected_flags = [flags[c - 1] for c in channels]
     has_mask = any(MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in selected_flags)
+    declared = nodata if nodata is not None else file_nodata
+    implied = all_zero_is_nodata and declared is None and not has_mask
     raster = InputRaster(
         path=path,
         width=width,
@@ -131,11 +193,27 @@ def inspect_input(path: Path, channels: Sequence[int], nodata: float | None = No
         count=count,
         crs=crs,
         transform=transform,
-        nodata=nodata if nodata is not None else file_nodata,
+        nodata=0 if implied else declared,
         dataset_mask=has_mask,
+        implied_nodata=implied,
+        coverage=_vrt_coverage(path, channels, width, height) if is_vrt else None,
+        sources=sources,
     )
     check_resolution(raster)
     return raster
+
+
+def nodata_note(raster: InputRaster) -> str | None:
+    """Why pixels of ``raster`` that the file does not declare missing were written as nodata; None if none can be."""
+    rules = []
+    if raster.coverage is not None:
+        rules.append("pixels that no source of the VRT covers")
+    if raster.implied_nodata:
+        rules.append(
+            "pixels whose selected bands are all 0 (the file declares no nodata; "
+            "set detect.all_zero_is_nodata=false to classify them)"
+        )
+    return ", and ".join(rules) if rules else None
 
 
 def check_resolution(raster: InputRaster) -> None:
@@ -153,7 +231,6 @@ def check_resolution(raster: InputRaster) -> None:
         )
     else:
         return
-    logger.warning(message)
     warnings.warn(message, ResolutionWarning, stacklevel=3)
 
 
@@ -176,6 +253,7 @@ class SceneReader:
     def __init__(self, raster: InputRaster, channels: Sequence[int]):
         self.raster = raster
         self.channels = list(channels)
+        self._coverage = None if raster.coverage is None else np.array(raster.coverage, dtype=np.int64).reshape(-1, 4)
         try:
             self._src = rasterio.open(raster.path)
         except RasterioError as error:
@@ -232,4 +310,21 @@ class SceneReader:
         if self.raster.dataset_mask:
             mask = self._src.dataset_mask(window=Window(cols.start, rows.start, cols.size, rows.size)) > 0
             valid = mask if valid is None else valid & mask
+        if self._coverage is not None:
+            covered = _covered(self._coverage, rows, cols)
+            valid = covered if valid is None else valid & covered
         return valid
+
+
+def _covered(coverage: np.ndarray, rows: Span, cols: Span) -> np.ndarray:
+    """Where pixels of ``rows`` x ``cols`` lie in one of the (column, row, width, height) rectangles of ``coverage``."""
+    covered = np.zeros((rows.size, cols.size), dtype=bool)
+    col0, row0 = coverage[:, 0], coverage[:, 1]
+    col1, row1 = col0 + coverage[:, 2], row0 + coverage[:, 3]
+    hits = (col0 < cols.stop) & (col1 > cols.start) & (row0 < rows.stop) & (row1 > rows.start)
+    for c0, r0, c1, r1 in zip(col0[hits], row0[hits], col1[hits], row1[hits], strict=True):
+        covered[
+            max(r0 - rows.start, 0) : min(r1, rows.stop) - rows.start,
+            max(c0 - cols.start, 0) : min(c1, cols.stop) - cols.start,
+        ] = True
+    return covered

@@ -1,14 +1,18 @@
-"""``flair reproduce``: train and evaluate a published configuration, then set our figures beside the paper's."""
+"""``flair reproduce``: train and evaluate a published configuration, then set our figures beside the paper's.
+
+Nothing is printed: the metrics and the comparison come back in a :class:`ReproduceResult` (``flair reproduce``
+renders them).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from flairkit.config.schema import FlairConfig
 from flairkit.errors import ConfigError
-from flairkit.evaluation.compare import CompareResult, compare_runs, print_comparison, write_comparison
+from flairkit.evaluation.compare import CompareResult, compare_runs, write_comparison
 from flairkit.evaluation.predict import evaluate
 from flairkit.evaluation.protocols import Metrics
 from flairkit.training.run import TrainResult, train
@@ -27,10 +31,18 @@ class ReproduceResult:
 
 
 def reproduce(
-    config: FlairConfig, *, overwrite: bool = False, progress: bool = True, console: Any = None
+    config: FlairConfig,
+    *,
+    overwrite: bool = False,
+    training_progress: bool = False,
+    evaluation_progress: Callable[[int, int], None] | None = None,
 ) -> ReproduceResult:
-    """Train ``config``, evaluate its best checkpoint on the test split with the publication's protocol, compare."""
-    from flairkit.models.checkpoints import load_model
+    """Train ``config``, evaluate its best checkpoint on the test split with the publication's protocol, compare.
+
+    ``training_progress`` shows Lightning's progress bar; ``evaluation_progress`` is called as (patches done,
+    total) while the test split is predicted.
+    """
+    from flairkit.models.loader import load_model
 
     if config.published is None:
         raise ConfigError(
@@ -38,13 +50,12 @@ def reproduce(
             "(`flair models` lists them) or use `flair train` + `flair evaluate`"
         )
     config.evaluate.protocol = config.published.protocol
-    trained = train(config, overwrite=overwrite, progress=progress)
+    trained = train(config, overwrite=overwrite, progress=training_progress)
     if trained.best_checkpoint is None:
         raise ConfigError("training produced no checkpoint; check train.max_epochs and the validation split")
     model = load_model(config, trained.best_checkpoint)
     evaluation_dir = trained.run_dir / EVALUATION_DIR
-    metrics = evaluate(config, model, evaluation_dir, overwrite=overwrite, progress=progress, console=console)
+    metrics = evaluate(config, model, evaluation_dir, overwrite=overwrite, progress=evaluation_progress)
     comparison = compare_runs([evaluation_dir], published=[config.published], labels=[config.name])
-    print_comparison(comparison, console=console)
     files = write_comparison(comparison, trained.run_dir / "comparison", overwrite=overwrite)
     return ReproduceResult(trained, metrics, comparison, files)

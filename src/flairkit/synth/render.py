@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flairkit.data.synth_layout import Layout
 from flairkit.nomenclature import class_code
+from flairkit.synth.layout import Layout
 
 RESOLUTION = 0.2
 ELEVATION_PER_METRE = 5.0

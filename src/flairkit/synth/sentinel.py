@@ -16,8 +16,8 @@ import datetime as dt
 
 import numpy as np
 
-from flairkit.data.synth_render import ValueNoise
 from flairkit.nomenclature import FLAIR_CLASSES, class_code
+from flairkit.synth.render import ValueNoise
 
 S2_RESOLUTION = 10.0
 N_BANDS = 10
