@@ -1,17 +1,20 @@
 """Zone detection throughput (km²/h) and peak memory on synthetic orthophotos, margin and blend stitching.
 
 python benchmarks/bench_detection.py [--sizes 2048 4096] [--modes margin blend] [--device cpu]
-                                     [--set detect.tile_size=512 ...] [--record]
+                                     [--set detect.tile_size=512 ...] [--assembled] [--record]
 
 Each (size, mode) runs in its own process with a U-Net ResNet34, 5 bands, random weights (throughput does
 not depend on the weights), the ``flair detect`` defaults unless ``--set`` overrides them (e.g.
 ``--set detect.tile_size=512 detect.fit_tiles=false detect.batch_size=4`` for flair-detect's tiling). Peak
 RSS is the resident-memory high-water mark of that process while detecting (imports and model included).
+``--assembled`` also maps the same area from separate RVB, IRC, DSM and DTM files (``detect.inputs``, warped on
+the fly) and gives the time ratio assembled / stacked.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -54,6 +57,38 @@ def write_ortho(path: Path, size: int) -> None:
             dst.write(np.clip(data, 0, 255).astype(np.uint8), window=Window(0, top, size, rows))
 
 
+def write_products(ortho: Path, folder: Path) -> dict[str, str]:
+    """RVB, IRC (NIR, R, G), DSM and DTM files whose assembly is the 5-band ``ortho``; the ``detect.inputs``."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from flairkit.data.assembly import ELEVATION_STEP
+
+    with rasterio.open(ortho) as src:
+        profile = src.profile
+        products = {"rvb": (3, "uint8"), "irc": (3, "uint8"), "dsm": (1, "float32"), "dtm": (1, "float32")}
+        outputs = {
+            name: rasterio.open(folder / f"{name}.tif", "w", **(profile | {"count": count, "dtype": dtype}))
+            for name, (count, dtype) in products.items()
+        }
+        for top in range(0, src.height, 512):
+            window = Window(0, top, src.width, min(512, src.height - top))
+            data = src.read(window=window)
+            dtm = np.full(data.shape[1:], 100.0, dtype=np.float32)
+            outputs["rvb"].write(data[:3], window=window)
+            outputs["irc"].write(data[[3, 0, 1]], window=window)
+            outputs["dtm"].write(dtm[None], window=window)
+            outputs["dsm"].write((dtm + data[4].astype(np.float32) * ELEVATION_STEP)[None], window=window)
+        for output in outputs.values():
+            output.close()
+    return {
+        "rgb": str(folder / "rvb.tif"),
+        "nir": f"{folder / 'irc.tif'}:1",
+        "dsm": str(folder / "dsm.tif"),
+        "dtm": str(folder / "dtm.tif"),
+    }
+
+
 def _vm_hwm_kb() -> int | None:
     status = Path("/proc/self/status")
     if not status.exists():
@@ -91,7 +126,8 @@ def child(args: dict) -> dict:
     if cuda:
         torch.cuda.reset_peak_memory_stats(args["device"])
     start = time.perf_counter()
-    summary = detect(config, model, [Path(args["input"])], Path(args["output"]), device=args["device"])
+    inputs = [Path(args["input"])] if args["input"] else []
+    summary = detect(config, model, inputs, Path(args["output"]), device=args["device"])
     seconds = time.perf_counter() - start
     peak = _vm_hwm_kb() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     report = summary.maps[0]
@@ -118,6 +154,9 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["margin", "blend"], choices=["margin", "blend"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides (detect.*)")
+    parser.add_argument(
+        "--assembled", action="store_true", help="also map from separate RVB, IRC, DSM, DTM files (detect.inputs)"
+    )
     add_record_option(parser)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     options = parser.parse_args()
@@ -126,18 +165,26 @@ def main() -> None:
         return
 
     rows = []
+    ratios = []
+    times: dict[str, float] = {}
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as folder:
         for size in options.sizes:
             ortho = Path(folder) / f"ortho_{size}.tif"
             write_ortho(ortho, size)
-            for mode in options.modes:
+            kinds = {"stacked": []}
+            if options.assembled:
+                products = Path(folder) / f"products_{size}"
+                products.mkdir()
+                sources = write_products(ortho, products)
+                kinds["assembled"] = [f"detect.inputs.{kind}={json.dumps(path)}" for kind, path in sources.items()]
+            for mode, (kind, extra) in itertools.product(options.modes, kinds.items()):
                 args = {
-                    "input": str(ortho),
-                    "output": str(Path(folder) / f"map_{size}_{mode}.tif"),
+                    "input": str(ortho) if kind == "stacked" else None,
+                    "output": str(Path(folder) / f"map_{size}_{mode}_{kind}.tif"),
                     "mode": mode,
                     "device": options.device,
-                    "overrides": options.set,
+                    "overrides": [*options.set, *extra],
                 }
                 result = run_detection(args)
                 speed = result["km2"] / result["seconds"] * 3600
@@ -155,12 +202,17 @@ def main() -> None:
                         f"{speed:.3f}",
                         f"{result['peak_rss_mb']:.0f}",
                         f"{FRANCE_KM2 / speed / 24:,.0f}",
+                        kind,
                     ]
                 )
+                times[kind] = result["seconds"]
+                if kind == "assembled":
+                    ratios.append(f"{size} px {mode}: {times['assembled'] / times['stacked']:.2f}")
                 print(" | ".join(str(v) for v in rows[-1]), flush=True)
     header = ["raster", "km²", "stitching", "network", "blocks", "tile (px)", "tiles", "time (s)", "tiles/s", "km²/h"]
     header.append("peak RSS (MB)")
     header.append("France (days, 1 device)")
+    header.append("input")
     settings = ", ".join(options.set) or "none (defaults)"
     notes = (
         f"U-Net ResNet34, 5 bands, 19 logits, random weights; config overrides: {settings}; device "
@@ -169,6 +221,11 @@ def main() -> None:
         f"Load average (1 min) {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end: "
         "other work on the machine slows these figures down."
     )
+    if ratios:
+        notes += (
+            " assembled: the same pixels from separate RVB, IRC, DSM and DTM files (detect.inputs, warped on the "
+            f"fly); time assembled / stacked: {', '.join(ratios)}."
+        )
     record("Zone detection (flair detect)", markdown_table(header, rows), notes, write=options.record)
 
 

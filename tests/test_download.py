@@ -415,7 +415,7 @@ def test_checker_runs_on_the_dataset_root(server: FakeServer, tmp_path: Path, mo
 
 def test_packaged_manifest_lists_the_flair_datasets_with_their_sources() -> None:
     names = [spec.name for spec in available_datasets()]
-    assert names == ["flair1-toy", "flair1", "flair2-toy", "flair2", "flair-aux"]
+    assert names == ["flair1-toy", "flair1", "flair2-toy", "flair2", "flair-aux", "flairhub-toy", "flairhub"]
     manifest = load_manifest()
     storage, hub = manifest.sources["ign-storage"], manifest.sources["ign-hub"]
     assert storage.url.startswith("https://") and storage.repo_id is None
@@ -491,11 +491,11 @@ def test_cli_lists_downloads_and_reports_errors(server: FakeServer, tmp_path: Pa
 def test_cli_fails_when_the_check_finds_fatal_problems(
     server: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: CliRunner
 ) -> None:
-    def check_dataset(source: Path, **options: object) -> types.SimpleNamespace:
-        problems = [types.SimpleNamespace(path=source / "x.tif", message="has 3 band(s)", fatal=True)]
+    def check_download(result: dl.DownloadResult, **options: object) -> types.SimpleNamespace:
+        problems = [types.SimpleNamespace(path=result.root / "x.tif", message="has 3 band(s)", fatal=True)]
         return types.SimpleNamespace(ok=False, problems=problems)
 
-    monkeypatch.setattr("flairkit.cli.download.check_dataset", check_dataset)
+    monkeypatch.setattr("flairkit.cli.download.check_download", check_download)
     server.files["flair_data_1/flair_1_toy_dataset.zip"] = _zip([("flair_1_toy_dataset/train/x.tif", b"x")])
     failed = cli.invoke(_app(), ["flair1-toy", "--to", str(tmp_path), "--mirror", server.url, "--progress"])
     assert failed.exit_code == 1

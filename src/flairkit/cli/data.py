@@ -130,11 +130,35 @@ def synth(
         SynthLayout,
         typer.Option(help="flair2: the FLAIR #2 release; hub: FLAIR-HUB, every modality in IGN's layout."),
     ] = SynthLayout.flair2,
+    country: Annotated[
+        bool,
+        typer.Option(
+            "--country",
+            help="Write another country instead: RGB orthophotos of another sensor and CRS, 6 classes as polygons "
+            "(labels.gpkg), a mapping table, the nomenclature YAML and areas (uses --orthos, --ortho-size, --seed).",
+        ),
+    ] = False,
     overwrite: OverwriteOption = False,
 ) -> None:
-    """Write a small FLAIR-like world (patches, masks, metadata, Sentinel-2, orthophotos) for demos and tests."""
+    """Write a small FLAIR-like world (patches, masks, metadata, Sentinel-2, orthophotos) for demos and tests, or,
+    with --country, another country's orthophotos and polygons to cut with `flair data patches`."""
     from flairkit.synth.world import SynthOptions, synthesize_world
 
+    if country:
+        others = {
+            "--domains": domains,
+            "--areas": areas,
+            "--patches": patches,
+            "--patch-size": patch_size,
+            "--sentinel": sentinel,
+            "--sat-patch-size": sat_patch_size,
+            "--layout": None if layout is SynthLayout.flair2 else layout,
+        }
+        for name, value in others.items():
+            if value is not None:
+                raise typer.BadParameter(f"{name} does not apply to --country", param_hint=name)
+        _synth_country(out, {"n_orthos": orthos, "ortho_size": ortho_size, "seed": seed}, overwrite)
+        return
     shared = {
         "n_domains": domains,
         "areas_per_domain": areas,
@@ -194,6 +218,33 @@ def _synth_hub(out: Path, given: dict[str, Any], overwrite: bool) -> None:
     table.add_row("dates and splits", str(summary.metadata_dir))
     console.print(table)
     console.print(f"check it with: flair data check {summary.root}", highlight=False)
+
+
+def _synth_country(out: Path, given: dict[str, Any], overwrite: bool) -> None:
+    from flairkit.synth.country import CLASS_FIELD, CountryOptions, synthesize_country
+
+    options = CountryOptions(**{key: value for key, value in given.items() if value is not None})
+    summary = synthesize_country(out, options, overwrite)
+    table = Table(title=f"another country in {summary.root}", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    for image in summary.orthos:
+        table.add_row("orthophoto (RGB)", str(image))
+    table.add_row("vector labels", f"{summary.labels} ({summary.polygons} polygons, class field {CLASS_FIELD})")
+    table.add_row("mapping table", str(summary.mapping))
+    table.add_row("nomenclature", str(summary.nomenclature))
+    table.add_row("areas", f"{summary.areas} (fields name, split)")
+    total = max(sum(summary.pixels.values()), 1)
+    table.add_row("pixels", ", ".join(f"{name} {100 * n / total:.1f}%" for name, n in summary.pixels.items()))
+    console.print(table)
+    root = summary.root
+    console.print(
+        f"cut it into patches with: flair data patches {root}/orthophotos -l {summary.labels} "
+        f"--class-field {CLASS_FIELD} --mapping {summary.mapping} --nomenclature {summary.nomenclature} "
+        f"--areas {summary.areas} --area-field name --split-field split -o <dataset>",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 class Sampling(str, Enum):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Annotated, Any
@@ -139,15 +140,30 @@ def print_summary(summary: DetectionSummary, console: Console) -> None:
             console.print(metrics_view(m.metrics))
 
 
+def input_overrides(sources: list[str], allow_resample: bool) -> list[str]:
+    """``--input KIND=FILE[:BANDS]`` and ``--allow-resample`` as overrides of ``detect.inputs`` and
+    ``detect.allow_resample``."""
+    overrides = ["detect.allow_resample=true"] if allow_resample else []
+    for text in sources:
+        kind, sep, path = text.partition("=")
+        if not sep or not kind.strip() or not path:
+            raise ConfigError(f"--input {text!r} must look like KIND=FILE[:BANDS], e.g. --input nir=ortho_irc.vrt:1")
+        overrides.append(f"detect.inputs.{kind.strip()}={json.dumps(path)}")
+    return overrides
+
+
 @guarded
 def detect_command(
-    inputs: Annotated[list[Path], typer.Argument(help="Orthophotos (GeoTIFF/VRT) or folders of them.")],
     output: Annotated[
         Path,
         typer.Option(
             "--output", "-o", help="Map file (.tif) for one input, else a folder receiving <stem>_landcover.tif."
         ),
     ],
+    inputs: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Orthophotos (GeoTIFF/VRT) or folders of them (or --input to assemble bands)."),
+    ] = None,
     config: ConfigOption = None,
     overrides: SetOption = None,
     checkpoint: CheckpointOption = None,
@@ -176,6 +192,18 @@ def detect_command(
         int | None, typer.Option("--world-size", help="Number of ranks (default: WORLD_SIZE / SLURM_NTASKS, else 1).")
     ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
+    sources: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input",
+            help="KIND=FILE[:BANDS] assembled into the model's bands (rgb, nir, dsm, dtm), e.g. nir=irc.vrt:1; "
+            "repeat per kind (detect.inputs).",
+        ),
+    ] = None,
+    allow_resample: Annotated[
+        bool,
+        typer.Option("--allow-resample", help="Warp --input imagery on another grid onto the model's (0.2 m)."),
+    ] = False,
 ) -> None:
     """Map land cover over orthophotos of any size: streamed, resumable, shareable between GPUs.
 
@@ -188,7 +216,11 @@ def detect_command(
 
     if config is not None and model is not None:
         raise ConfigError("give either --config or --model (a preset), not both; add changes with --set")
-    overrides = [*(overrides or []), *device_overrides("detect", device, precision, tta)]
+    overrides = [
+        *(overrides or []),
+        *device_overrides("detect", device, precision, tta),
+        *input_overrides(sources or [], allow_resample),
+    ]
     cfg = config_for_weights(config or model, overrides, checkpoint[0] if checkpoint else None)
     weights = checkpoint or ([model] if model else [str(cfg.evaluate.checkpoint)] if cfg.evaluate.checkpoint else [])
     if not weights:
@@ -201,7 +233,7 @@ def detect_command(
         summary = detect(
             cfg,
             network,
-            inputs,
+            inputs or [],
             output,
             overwrite=overwrite,
             resume=resume,

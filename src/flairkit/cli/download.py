@@ -21,8 +21,15 @@ from rich.progress import (
 from rich.table import Table
 
 from flairkit.cli.common import OverwriteOption, console, error_console, guarded
-from flairkit.data.check import CheckReport, check_dataset
-from flairkit.data.download import MIRROR_ENV, available_datasets, download_dataset, load_manifest
+from flairkit.data.check import CheckReport
+from flairkit.data.download import (
+    MIRROR_ENV,
+    DownloadResult,
+    available_datasets,
+    check_download,
+    download_dataset,
+    load_manifest,
+)
 from flairkit.fetch import ProgressCallback
 
 _SHOWN_PROBLEMS = 20
@@ -46,17 +53,36 @@ def transfer_progress(enabled: bool) -> Iterator[ProgressCallback | None]:
         yield report
 
 
-def _check(root: Path, progress: bool) -> CheckReport:
+def _check(result: DownloadResult, progress: bool) -> CheckReport:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=error_console, disable=not progress) as bar:
-        task = bar.add_task(f"checking {root}", total=None)
-        return check_dataset(root, progress=lambda done, total: bar.update(task, completed=done, total=total))
+        task = bar.add_task(f"checking {result.root}", total=None)
+        return check_download(result, progress=lambda done, total: bar.update(task, completed=done, total=total))
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [name.strip() for name in text.split(",") if name.strip()] if text else None
 
 
 @guarded
 def download_command(
     name: Annotated[str | None, typer.Argument(help="Dataset to download, e.g. flair1-toy (see --list).")] = None,
     to: Annotated[Path | None, typer.Option("--to", help="Folder that receives the dataset.")] = None,
+    modalities: Annotated[
+        str | None,
+        typer.Option(
+            "--modalities",
+            help="FLAIR-HUB only: modalities to fetch, comma-separated (e.g. AERIAL_RGBI,SENTINEL2_TS); "
+            "AERIAL_LABEL-COSIA is added unless a label is named, SENTINEL2_MSK-SC with SENTINEL2_TS.",
+        ),
+    ] = None,
+    domains: Annotated[
+        str | None,
+        typer.Option(
+            "--domains",
+            help="FLAIR-HUB only: domain-years (D006-2020) or domains (D006) to fetch, comma-separated; default all.",
+        ),
+    ] = None,
     mirror: Annotated[
         str | None,
         typer.Option(
@@ -89,6 +115,8 @@ def download_command(
         result = download_dataset(
             name,
             to,
+            modalities=_names(modalities),
+            domains=_names(domains),
             mirror=mirror,
             overwrite=overwrite,
             retries=retries,
@@ -103,7 +131,7 @@ def download_command(
     console.print(f"{name}: {fetched}; dataset in {result.root}", highlight=False)
     if no_check or not load_manifest().datasets[name].check or not result.root.is_dir():
         return
-    report = _check(result.root, progress)
+    report = _check(result, progress)
     fatal = [problem for problem in report.problems if problem.fatal]
     warnings = len(report.problems) - len(fatal)
     if not fatal:
@@ -124,5 +152,6 @@ def _print_datasets() -> None:
         gigabytes = spec.approx_size / 1e9
         size = "?" if not spec.approx_size else f"{gigabytes:.1f} GB" if gigabytes >= 1 else f"{gigabytes * 1e3:.0f} MB"
         sources = sorted({f.source.repo_id or "IGN storage" for f in spec.files})
-        table.add_row(spec.name, size, str(len(spec.files)), ", ".join(sources), spec.description)
+        files = f"{len(spec.files)} + 1 per folder" if spec.archives is not None else str(len(spec.files))
+        table.add_row(spec.name, size, files, ", ".join(sources), spec.description)
     console.print(table)

@@ -7,6 +7,7 @@ wrong types and inconsistent combinations are refused when the config is built, 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -53,12 +54,53 @@ def _existing(path: Path | None, key: str) -> Path | None:
 class NormalizationConfig(Section):
     """How uint8 aerial bands become model inputs."""
 
-    mode: Literal["custom", "scaling", "without"] = "custom"
-    """custom: (x - mean) / std per band; scaling: x / 255; without: raw values."""
+    mode: Literal["custom", "scaling", "without", "per_patch"] = "custom"
+    """custom: (x - mean) / std per band; scaling: x / 255; without: raw values; per_patch: each band of each patch
+    standardised by its own mean and std (training and inference; zone detection standardises each tile)."""
     means: list[float] | None = None
     """Per selected channel; defaults to the FLAIR statistics of the selected bands."""
     stds: list[float] | None = None
     """Per selected channel; defaults to the FLAIR statistics of the selected bands."""
+
+
+class RadiometricConfig(Section):
+    """Random radiometric jitter of training batches on the device, on the 0..255 scale before normalisation.
+
+    Applies to the aerial colour bands (R, G, B, NIR) only, never to elevation; every option is off by default.
+    """
+
+    gain: float = Field(0.0, ge=0, lt=1)
+    """Each band of each patch is multiplied by a factor drawn uniformly in [1 - gain, 1 + gain]."""
+    offset: float = Field(0.0, ge=0, le=1)
+    """Each band of each patch is shifted by offset x 255 x a number drawn uniformly in [-1, 1]."""
+    gamma: float = Field(0.0, ge=0, lt=1)
+    """Each band of each patch becomes 255 (x / 255)^g, log g drawn uniformly in [log(1 - gamma), -log(1 - gamma)]."""
+    blur_probability: float = Field(0.0, ge=0, le=1)
+    """Probability that a patch is blurred by a Gaussian of standard deviation drawn in [0.1, blur_sigma] pixels."""
+    blur_sigma: float = Field(1.5, gt=0.1, le=5)
+    """Largest standard deviation, in pixels, of the blur."""
+    noise_std: float = Field(0.0, ge=0)
+    """Standard deviation, on the 0..255 scale, of the Gaussian noise added to every pixel (0: none)."""
+    histogram_probability: float = Field(0.0, ge=0, le=1)
+    """Probability that a patch's bands are histogram-matched to histogram_reference."""
+    histogram_reference: list[list[float]] | None = None
+    """Reference domain, one list per selected band (data.channels order; elevation lists are ignored): the band's
+    values at evenly spaced quantiles from 0 to 1 (at least 2, non-decreasing), e.g. computed on patches of the
+    target domain with flairkit.data.transforms.band_quantiles."""
+
+    @model_validator(mode="after")
+    def _reference_given(self) -> RadiometricConfig:
+        if self.histogram_probability > 0 and self.histogram_reference is None:
+            raise ValueError(
+                "data.radiometric.histogram_probability > 0 needs data.radiometric.histogram_reference (per-band "
+                "quantiles of the reference domain); set it or set histogram_probability to 0"
+            )
+        for band in self.histogram_reference or []:
+            if len(band) < 2 or any(b < a for a, b in itertools.pairwise(band)):
+                raise ValueError(
+                    "each list of data.radiometric.histogram_reference needs at least 2 non-decreasing quantiles"
+                )
+        return self
 
 
 class SentinelConfig(Section):
@@ -235,6 +277,7 @@ class DataConfig(Section):
     """Mask values -> targets: 15cl (19 logits, 4 disabled), 19cl, 13cl (FLAIR #2), 12cl, hub (see `flair models`), or
     the path of a nomenclature YAML (README, "Your own data")."""
     normalization: NormalizationConfig = Field(default_factory=NormalizationConfig)
+    radiometric: RadiometricConfig = Field(default_factory=RadiometricConfig)
     metadata: bool = False
     """Feed the 45-value aerial metadata encoding to the model (FLAIR-1 MTD)."""
     metadata_encoding: Literal["official", "corrected"] = "official"
@@ -247,6 +290,9 @@ class DataConfig(Section):
     """Seed of the domain-wise train/val split."""
     augmentation_probability: float = Field(0.5, ge=0, le=1)
     """Probability of each of hflip, vflip, rot90 during training; 0 disables augmentation."""
+    class_aware_sampling: float = Field(0.0, ge=0)
+    """Draw training patches with replacement, each with probability proportional to (rarity of its rarest class)
+    ^ this power, a class's rarity being total pixels / its pixels over the train masks; 0: plain shuffle."""
     batch_size: int = Field(10, gt=0)
     """Patches per training batch and per process (global batch = batch_size x devices x nodes)."""
     num_workers: int | None = Field(None, ge=0)
@@ -284,6 +330,16 @@ class DataConfig(Section):
         except (KeyError, ConfigError) as error:
             raise ValueError(str(error.args[0])) from None
         return value
+
+    @model_validator(mode="after")
+    def _reference_per_band(self) -> DataConfig:
+        reference = self.radiometric.histogram_reference
+        if reference is not None and len(reference) != len(self.channels):
+            raise ValueError(
+                f"data.radiometric.histogram_reference has {len(reference)} lists but data.channels selects "
+                f"{len(self.channels)} bands {self.channels}; give one list of quantiles per selected band"
+            )
+        return self
 
     @model_validator(mode="after")
     def _fill_normalization(self) -> DataConfig:
@@ -362,6 +418,27 @@ class ModelConfig(Section):
     _off_text = field_validator("weights_config_check", mode="before")(lambda v: "off" if v is False else v)
 
 
+class LossConfig(Section):
+    """Coefficients of the training loss terms, summed; all use the class weights and ignore pixels of no class."""
+
+    ce: float = Field(1.0, ge=0)
+    """Weighted cross entropy (FLAIR's loss)."""
+    dice: float = Field(0.0, ge=0)
+    """Soft multiclass Dice, each class's term weighted by its class weight."""
+    focal: float = Field(0.0, ge=0)
+    """Softmax focal loss with the class weights."""
+    focal_gamma: float = Field(2.0, ge=0)
+    """Focusing exponent of the focal term (0: weighted cross entropy)."""
+    lovasz: float = Field(0.0, ge=0)
+    """Lovasz-softmax (a surrogate of the mean IoU) over the classes present in the batch."""
+
+    @model_validator(mode="after")
+    def _some_term(self) -> LossConfig:
+        if self.ce + self.dice + self.focal + self.lovasz <= 0:
+            raise ValueError("train.loss has no term: give ce, dice, focal or lovasz a coefficient > 0, e.g. ce: 1")
+        return self
+
+
 class TrainConfig(Section):
     """Optimisation, hardware and checkpointing of ``flair train``."""
 
@@ -383,6 +460,7 @@ class TrainConfig(Section):
     """ReduceLROnPlateau cooldown in epochs."""
     min_lr: float = Field(1e-7, ge=0)
     """Lowest learning rate of the schedule."""
+    loss: LossConfig = Field(default_factory=LossConfig)
     class_balancing: Literal["none", "sqrt_inverse"] = "none"
     """none: FLAIR's 0/1 class weights; sqrt_inverse: also scale each class by sqrt(median frequency / frequency)
     measured on the train masks (helps rare classes such as swimming pools)."""
@@ -515,6 +593,20 @@ class DetectConfig(Section):
     """Polygons smaller than this (m²) are dropped when vectorising."""
     simplify_tolerance: float = Field(0.0, ge=0)
     """Douglas-Peucker tolerance (m) when vectorising; 0 keeps pixel edges."""
+    inputs: dict[str, str] = Field(default_factory=dict)
+    """The model's bands assembled from several rasters, by kind: rgb, nir, dsm, dtm, each ``PATH[:BANDS]``
+    (e.g. ``nir: ortho_irc.vrt:1``), instead of one stacked orthophoto (--input KIND=PATH[:BANDS])."""
+    resolution: float | None = Field(None, gt=0)
+    """Pixel size (CRS units) of the grid assembled inputs are warped onto; null: 0.2 m, the FLAIR models' own."""
+    crs: str | None = None
+    """CRS (e.g. EPSG:2154) of the grid assembled inputs are warped onto; null: the rgb source's."""
+    allow_resample: bool = False
+    """Let assembled rgb/nir inputs whose pixel size is not the grid's be resampled onto it (--allow-resample); setting
+    detect.resolution or detect.crs allows it too. Elevation, and sources in another CRS, are always warped."""
+    resampling_imagery: Literal["nearest", "bilinear", "cubic", "average"] = "bilinear"
+    """Resampling of rgb/nir sources warped onto the grid."""
+    resampling_elevation: Literal["nearest", "bilinear", "cubic", "average"] = "bilinear"
+    """Resampling of dsm/dtm sources warped onto the grid."""
 
     _device_known = field_validator("device")(_device_name)
     _precision_text = field_validator("precision", mode="before")(_number_as_text)

@@ -94,6 +94,7 @@ class FlairDataModule(L.LightningDataModule):
         super().__init__()
         self.config = config
         self.datasets: dict[str, PatchDataset] = {}
+        self._train_weights: np.ndarray | None = None
 
     def setup(self, stage: str | None = None) -> None:
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage or "", SPLITS)
@@ -119,9 +120,22 @@ class FlairDataModule(L.LightningDataModule):
         data = self.config.data
         rank, world = self._rank_and_world()
         dataset = self.datasets[split]
+        weights = None
+        if split == "train" and data.class_aware_sampling > 0:
+            if self._train_weights is None:
+                self._train_weights = class_aware_patch_weights(
+                    patch_class_pixels(dataset), dataset.nomenclature.weights, data.class_aware_sampling
+                )
+            weights = self._train_weights.tolist()
         # Every rank gets as many batches; val and test flag their padded repeats so that no patch counts twice.
         sampler = EpochShuffleSampler(
-            len(dataset), self.config.train.seed, rank, world, shuffle=shuffle, mark_padding=split != "train"
+            len(dataset),
+            self.config.train.seed,
+            rank,
+            world,
+            shuffle=shuffle,
+            mark_padding=split != "train",
+            weights=weights,
         )
         workers = default_num_workers(self._local_world_size()) if data.num_workers is None else data.num_workers
         if workers:
@@ -148,10 +162,32 @@ class FlairDataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False, batch_size=self.config.evaluate.batch_size)
 
 
+def patch_class_pixels(dataset: PatchDataset) -> np.ndarray:
+    """Pixels per target of every mask of ``dataset`` (int64, one row per patch, one column per target)."""
+    n = dataset.nomenclature.n_targets
+    counts = np.zeros((len(dataset.records), n), dtype=np.int64)
+    for row, record in zip(counts, dataset.records, strict=True):
+        targets = dataset.read_target(record)
+        row += np.bincount(targets[targets != INVALID_TARGET].ravel(), minlength=n)[:n]
+    return counts
+
+
 def class_pixel_counts(dataset: PatchDataset) -> np.ndarray:
     """Pixels per target over every mask of ``dataset`` (int64, one entry per target)."""
-    counts = np.zeros(dataset.nomenclature.n_targets, dtype=np.int64)
-    for record in dataset.records:
-        targets = dataset.read_target(record)
-        counts += np.bincount(targets[targets != INVALID_TARGET].ravel(), minlength=len(counts))[: len(counts)]
-    return counts
+    return patch_class_pixels(dataset).sum(axis=0)
+
+
+def class_aware_patch_weights(per_patch: np.ndarray, class_weights: Sequence[float], power: float) -> np.ndarray:
+    """Sampling weight of each patch: the rarity of its rarest class to the power ``power``.
+
+    A class's rarity is the total pixel count over its own count, over the classes of non-zero weight present
+    in ``per_patch`` (patches x targets pixel counts); a patch without such a class weighs as the commonest class.
+    """
+    counts = per_patch.sum(axis=0).astype(np.float64)
+    counted = (np.asarray(class_weights) > 0) & (counts > 0)
+    if not counted.any():
+        return np.ones(len(per_patch))
+    rarity = np.zeros_like(counts)
+    rarity[counted] = (counts[counted].sum() / counts[counted]) ** power
+    present = (per_patch > 0) * rarity
+    return np.maximum(present.max(axis=1), rarity[counted].min())

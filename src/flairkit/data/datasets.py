@@ -145,6 +145,9 @@ class EpochShuffleSampler(Sampler[int | tuple[int, bool]]):
 
     With ``mark_padding`` (evaluation loaders) the sampler yields ``(index, is_padding)`` pairs instead,
     ``is_padding`` true for the repeats, so that metrics count every patch exactly once.
+
+    With ``weights`` (one per index, class-aware sampling), each epoch's order is ``length`` indices drawn
+    with replacement in proportion to them instead of a permutation; it is padded and shared out alike.
     """
 
     def __init__(
@@ -155,11 +158,15 @@ class EpochShuffleSampler(Sampler[int | tuple[int, bool]]):
         world_size: int = 1,
         shuffle: bool = True,
         mark_padding: bool = False,
+        weights: Sequence[float] | None = None,
     ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside 0..{world_size - 1} for a world of {world_size} processes")
+        if weights is not None and (len(weights) != length or min(weights) < 0 or sum(weights) <= 0):
+            raise ValueError(f"sampling weights must be {length} non-negative numbers, not all zero")
         self.length, self.seed, self.rank, self.world_size, self.shuffle = length, seed, rank, world_size, shuffle
         self.mark_padding = mark_padding
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -171,6 +178,8 @@ class EpochShuffleSampler(Sampler[int | tuple[int, bool]]):
             return list(range(self.length))
         generator = torch.Generator()
         generator.manual_seed(self.seed + self.epoch)
+        if self.weights is not None:
+            return torch.multinomial(self.weights, self.length, replacement=True, generator=generator).tolist()
         return torch.randperm(self.length, generator=generator).tolist()
 
     def __iter__(self) -> Iterator[int | tuple[int, bool]]:

@@ -5,6 +5,8 @@ repository pinned to a revision, or IGN's object storage), its path there, and h
 sha256, the hub's ETag, or the CRC of every entry of a zip archive for which IGN publishes no checksum). Files are
 fetched by :mod:`flairkit.fetch` into ``<to>/.flairkit-download/<path>`` (a ``.part`` file there is resumed by the
 next run), then extracted; ``<path>.done.json`` records an extracted file so that the next run skips it.
+FLAIR-HUB is fetched by modality and domain (:func:`select_files`): one Hub archive per release folder, or the
+toy archive extracted only for the folders chosen.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import stat
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -101,14 +103,65 @@ class RemoteFile:
 
 
 @dataclass(frozen=True)
+class ModalityArchives:
+    """FLAIR-HUB on the Hub: one zip per release folder ``{DOM}-{YEAR}_{MOD}``, named by a path rule."""
+
+    source: Source
+    path: str
+    """The archive of a folder: ``{folder}`` replaced by the folder's name, e.g. ``data/{folder}.zip``."""
+    verify: str
+    domain_years: tuple[str, ...]
+
+    def remote(self, folder: str) -> RemoteFile:
+        """The archive holding release folder ``folder``."""
+        path = self.path.format(folder=folder)
+        return RemoteFile(self.source, path, "zip", None, None, self.verify, None, (folder,))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The FLAIR-HUB modalities and domains asked for; None domains: all of them."""
+
+    modalities: tuple[str, ...]
+    domains: tuple[str, ...] | None = None
+
+    def keeps(self, folder: str) -> bool:
+        """Whether release folder ``folder`` is selected; names that are no release folder are always kept."""
+        from flairkit.data.hub.layout import parse_modality_folder
+
+        parsed = parse_modality_folder(folder)
+        if parsed is None:
+            return True
+        domain, year, modality = parsed
+        if modality not in self.modalities:
+            return False
+        return (
+            self.domains is None
+            or any(d in (domain, f"{domain}-{year}") for d in self.domains)
+            or (year == "195X" and any(d.split("-", 1)[0] == domain for d in self.domains))
+        )
+
+    @property
+    def key(self) -> str:
+        """A stable text of the selection, recorded with the files extracted under it."""
+        return ",".join(self.modalities) + "|" + ",".join(self.domains or ("all",))
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
-    """A named dataset: its files and the folder (relative to the download folder) that holds it."""
+    """A named dataset: its files and the folder (relative to the download folder) that holds it.
+
+    A FLAIR-HUB dataset (``layout`` "flairhub") is downloaded by modality and domain: either from one archive
+    per release folder (``archives``), or from archives holding several folders, extracted selectively.
+    """
 
     name: str
     description: str
     root: str
     files: tuple[RemoteFile, ...]
     check: bool = True
+    layout: str = "flair"
+    archives: ModalityArchives | None = None
 
     @property
     def approx_size(self) -> int:
@@ -134,6 +187,7 @@ class DownloadResult:
     skipped: list[str] = field(default_factory=list)
     extracted: list[Path] = field(default_factory=list)
     check: CheckReport | None = None
+    selection: Selection | None = None
 
 
 def load_manifest(manifest: Mapping[str, Any] | Path | None = None) -> Manifest:
@@ -161,10 +215,56 @@ def available_datasets(manifest: Mapping[str, Any] | Path | None = None) -> list
     return list(load_manifest(manifest).datasets.values())
 
 
+def select_files(
+    spec: DatasetSpec, modalities: Sequence[str] | None = None, domains: Sequence[str] | None = None
+) -> tuple[tuple[RemoteFile, ...], Selection | None]:
+    """The files to fetch for ``spec`` and, for FLAIR-HUB, the selection they are extracted under.
+
+    FLAIR-HUB needs ``modalities`` (inputs and labels; AERIAL_LABEL-COSIA is added when no label is named, the
+    Sentinel-2 cloud masks when SENTINEL2_TS is); ``domains`` are domain-years (D006-2020) or domains (D006, every
+    year), all of them when None.
+    """
+    if spec.layout != "flairhub":
+        if modalities or domains:
+            raise DataError(f"--modalities and --domains choose FLAIR-HUB data; {spec.name} is downloaded whole")
+        return spec.files, None
+    from flairkit.data.hub.layout import COSIA, LABEL_MODALITIES, MODALITIES, S2, S2_MASKS, modality_folders
+
+    if not modalities:
+        raise DataError(
+            f"{spec.name} is split by modality: choose them with --modalities, e.g. --modalities AERIAL_RGBI "
+            f"(known: {', '.join(MODALITIES)})"
+        )
+    unknown = [m for m in modalities if m not in MODALITIES]
+    if unknown:
+        raise DataError(f"unknown FLAIR-HUB modality {unknown[0]!r} in --modalities; known: {', '.join(MODALITIES)}")
+    chosen = list(dict.fromkeys(modalities))
+    if not any(m in LABEL_MODALITIES for m in chosen):
+        chosen.append(COSIA)
+    if S2 in chosen and S2_MASKS not in chosen:
+        chosen.append(S2_MASKS)
+    wanted = tuple(dict.fromkeys(d.strip() for d in domains or () if d.strip())) or None
+    bad = [d for d in wanted or () if not re.fullmatch(r"D\d+(-\d{4})?", d)]
+    if bad:
+        raise DataError(f"--domains: {bad[0]!r} is neither a domain (D006) nor a domain-year (D006-2020)")
+    selection = Selection(tuple(m for m in MODALITIES if m in chosen), wanted)
+    if spec.archives is None:
+        return spec.files, selection
+    known = spec.archives.domain_years
+    years = [d for d in known if wanted is None or any(w in (d, d.split("-", 1)[0]) for w in wanted)]
+    missing = [w for w in wanted or () if not any(w in (d, d.split("-", 1)[0]) for d in known)]
+    if missing:
+        raise DataError(f"--domains: {spec.name} has no domain {missing[0]}; it has {', '.join(known)}")
+    archives = tuple(spec.archives.remote(f) for f in modality_folders(years, selection.modalities))
+    return spec.files + archives, selection
+
+
 def download_dataset(
     name: str,
     to: Path,
     *,
+    modalities: Sequence[str] | None = None,
+    domains: Sequence[str] | None = None,
     mirror: str | None = None,
     overwrite: bool = False,
     retries: int = 5,
@@ -185,7 +285,8 @@ def download_dataset(
     are retried ``retries`` times with exponential backoff from ``backoff`` seconds; a corrupted file is fetched
     once more, then reported. ``progress`` receives ``(label, done, total)`` byte counts for downloads and
     extraction. ``check`` runs the dataset checker on the result. Existing files are never replaced unless
-    ``overwrite``.
+    ``overwrite``. FLAIR-HUB datasets take ``modalities`` and ``domains`` (see :func:`select_files`): only those
+    archives are fetched, and an archive holding several release folders is extracted only for them.
     """
     spec_manifest = load_manifest(manifest)
     spec = spec_manifest.datasets.get(name)
@@ -199,19 +300,28 @@ def download_dataset(
     to = Path(to).expanduser()
     if to.exists() and not to.is_dir():
         raise DataError(f"{to} is a file, not a folder; pass a folder with --to")
+    files, selection = select_files(spec, modalities, domains)
     state = to / STATE_DIR
-    result = DownloadResult(name=name, root=to / spec.root)
+    result = DownloadResult(name=name, root=to / spec.root, selection=selection)
     _remove_stale_extractions(state)
+    filtered = selection if selection is not None and spec.archives is None else None
+    key = filtered.key if filtered is not None else None
 
     pending: list[RemoteFile] = []
-    for remote in spec.files:
-        if not overwrite and _already_extracted(state, remote, to):
+    for remote in files:
+        recorded = _done_record(state, remote, to)
+        if not overwrite and recorded is not None and recorded.get("selection") == key:
             result.skipped.append(remote.path)
             continue
         present = [to / entry for entry in remote.extracts_to if _lexists(to / entry)]
         if present and not overwrite:
+            origin = (
+                "was extracted by flairkit for other modalities or domains"
+                if recorded is not None
+                else "was not extracted by flairkit"
+            )
             raise ExistingDataError(
-                f"{present[0]} already exists and was not extracted by flairkit from {remote.filename}; "
+                f"{present[0]} already exists and {origin} from {remote.filename}; "
                 "pass --overwrite to replace the files it holds, or choose another folder with --to"
             )
         pending.append(remote)
@@ -234,15 +344,26 @@ def download_dataset(
         progress=progress,
     )
     for remote in pending:
-        entries = _fetch_and_install(remote, fetch, to, overwrite=overwrite, keep_archives=keep_archives)
+        entries = _fetch_and_install(
+            remote, fetch, to, overwrite=overwrite, keep_archives=keep_archives, selection=filtered
+        )
         result.downloaded.append(remote.path)
         result.extracted.extend(to / entry for entry in entries)
 
     if check and spec.check and result.root.is_dir():
-        from flairkit.data.check import check_dataset
-
-        result.check = check_dataset(result.root)
+        result.check = check_download(result)
     return result
+
+
+def check_download(result: DownloadResult, progress: Callable[[int, int], None] | None = None) -> CheckReport:
+    """Check a downloaded dataset: FLAIR-HUB with the modalities selected, the other datasets as a whole."""
+    if result.selection is not None:
+        from flairkit.data.hub.check import check_hub_dataset
+
+        return check_hub_dataset(result.root, modalities=result.selection.modalities, progress=progress)
+    from flairkit.data.check import check_dataset
+
+    return check_dataset(result.root, progress=progress)
 
 
 def _mirror_folder(mirror: str | None) -> Path | None:
@@ -287,7 +408,47 @@ def _parse_dataset(where: str, sources: Mapping[str, Source], name: str, entry: 
     if not isinstance(check, bool):
         raise DataError(f"{where}: 'check' must be true or false, got {check!r}")
     files = tuple(_parse_file(where, sources, item) for item in entry["files"])
-    return DatasetSpec(name=name, description=str(entry.get("description", "")), root=root, files=files, check=check)
+    layout = entry.get("layout", "flair")
+    if layout not in ("flair", "flairhub"):
+        raise DataError(f'{where}: \'layout\' must be "flair" or "flairhub", got {layout!r}')
+    archives = None
+    if "modality_archives" in entry:
+        if layout != "flairhub":
+            raise DataError(f"{where}: 'modality_archives' needs 'layout': 'flairhub'")
+        archives = _parse_archives(where, sources, entry["modality_archives"])
+    return DatasetSpec(
+        name=name,
+        description=str(entry.get("description", "")),
+        root=root,
+        files=files,
+        check=check,
+        layout=layout,
+        archives=archives,
+    )
+
+
+def _parse_archives(where: str, sources: Mapping[str, Source], item: Any) -> ModalityArchives:
+    where = f"{where}, 'modality_archives'"
+    if not isinstance(item, Mapping):
+        raise DataError(f"{where}: must be an object with 'source', 'path', 'verify' and 'domain_years'")
+    source = sources.get(item.get("source")) if isinstance(item.get("source"), str) else None
+    if source is None:
+        raise DataError(f"{where}: 'source' must be one of {', '.join(sources)}, got {item.get('source')!r}")
+    path = item.get("path")
+    if not isinstance(path, str) or "{folder}" not in path or not _is_relative_path(path.format(folder="x")):
+        raise DataError(f"{where}: 'path' must be a relative path rule holding {{folder}}, got {path!r}")
+    verify = item.get("verify")
+    problem = _verify_problem(verify, None, source, "zip")
+    if problem:
+        raise DataError(f"{where}: {problem}")
+    domain_years = item.get("domain_years")
+    if (
+        not isinstance(domain_years, list)
+        or not domain_years
+        or not all(isinstance(d, str) and re.fullmatch(r"D\d+-\d{4}", d) for d in domain_years)
+    ):
+        raise DataError(f"{where}: 'domain_years' must list {{DOM}}-{{YEAR}} names such as D006-2020")
+    return ModalityArchives(source, path, str(verify), tuple(domain_years))
 
 
 def _parse_file(where: str, sources: Mapping[str, Source], item: Any) -> RemoteFile:
@@ -383,13 +544,17 @@ def _downloaded_bytes(state: Path, remote: RemoteFile) -> int:
     return _size(archive) + _size(archive.with_name(archive.name + ".part"))
 
 
-def _already_extracted(state: Path, remote: RemoteFile, to: Path) -> bool:
+def _done_record(state: Path, remote: RemoteFile, to: Path) -> dict[str, Any] | None:
+    """What an earlier run recorded when it extracted ``remote``, if every entry it created is still there."""
     done = _done_path(_archive_path(state, remote))
     try:
-        entries = json.loads(done.read_text(encoding="utf-8"))["entries"]
+        record = json.loads(done.read_text(encoding="utf-8"))
+        entries = record["entries"]
     except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return isinstance(entries, list) and all(isinstance(e, str) and _lexists(to / e) for e in entries)
+        return None
+    if isinstance(entries, list) and all(isinstance(e, str) and _lexists(to / e) for e in entries):
+        return record
+    return None
 
 
 def _human(n: float) -> str:
@@ -477,7 +642,13 @@ class _Fetcher:
 
 
 def _fetch_and_install(
-    remote: RemoteFile, fetch: _Fetcher, to: Path, *, overwrite: bool, keep_archives: bool
+    remote: RemoteFile,
+    fetch: _Fetcher,
+    to: Path,
+    *,
+    overwrite: bool,
+    keep_archives: bool,
+    selection: Selection | None = None,
 ) -> list[str]:
     """Fetch one file (a corrupted copy is fetched once more), install it and record that it is done."""
     entries: list[str] = []
@@ -487,7 +658,9 @@ def _fetch_and_install(
         problem = _verify(archive, remote, fetched_from_hub=ours and remote.source.repo_id is not None)
         if not problem:
             try:
-                entries = _install(archive, remote, to, fetch.state, overwrite=overwrite, progress=fetch.progress)
+                entries = _install(
+                    archive, remote, to, fetch.state, overwrite=overwrite, progress=fetch.progress, selection=selection
+                )
                 break
             except _CorruptArchiveError as error:
                 problem = str(error)
@@ -506,7 +679,15 @@ def _fetch_and_install(
         logger.warning("%s is corrupted (%s); downloading it again", remote.filename, problem)
     write_text_atomic(
         _done_path(_archive_path(fetch.state, remote)),
-        json.dumps({"source": remote.source.name, "path": remote.path, "entries": entries}, indent=1),
+        json.dumps(
+            {
+                "source": remote.source.name,
+                "path": remote.path,
+                "entries": entries,
+                "selection": None if selection is None else selection.key,
+            },
+            indent=1,
+        ),
     )
     if ours and not keep_archives:
         archive.unlink(missing_ok=True)
@@ -528,11 +709,20 @@ def _verify(path: Path, remote: RemoteFile, *, fetched_from_hub: bool) -> str:
 
 
 def _install(
-    archive: Path, remote: RemoteFile, to: Path, state: Path, *, overwrite: bool, progress: ProgressCallback | None
+    archive: Path,
+    remote: RemoteFile,
+    to: Path,
+    state: Path,
+    *,
+    overwrite: bool,
+    progress: ProgressCallback | None,
+    selection: Selection | None = None,
 ) -> list[str]:
-    """Extract a zip archive into ``to``, or copy a plain file there; the top-level names it created."""
+    """Extract a zip archive into ``to`` (only the selected release folders), or copy a plain file there; the
+    top-level names it created."""
     if remote.archive == "zip":
-        return _extract_zip(archive, remote.path, to, state, overwrite=overwrite, progress=progress)
+        keep = None if selection is None else selection.keeps
+        return _extract_zip(archive, remote.path, to, state, overwrite=overwrite, progress=progress, keep=keep)
     dest = to / remote.filename
     if _lexists(dest) and not overwrite:
         raise ExistingDataError(
@@ -576,11 +766,19 @@ def _safe_members(zf: zipfile.ZipFile, origin: str) -> list[_Member]:
 
 
 def _extract_zip(
-    archive: Path, origin: str, to: Path, state: Path, *, overwrite: bool, progress: ProgressCallback | None
+    archive: Path,
+    origin: str,
+    to: Path,
+    state: Path,
+    *,
+    overwrite: bool,
+    progress: ProgressCallback | None,
+    keep: Callable[[str], bool] | None = None,
 ) -> list[str]:
     """Extract ``archive`` into a temporary folder of ``state`` (inside ``to``), then move its content in place.
 
-    Every entry's CRC is checked as it is read. Returns the top-level names it created or updated.
+    ``keep`` says which folder names to extract: an entry under a folder it refuses is skipped. Every entry's
+    CRC is checked as it is read. Returns the top-level names it created or updated.
     """
     try:
         zf = zipfile.ZipFile(archive)
@@ -588,6 +786,8 @@ def _extract_zip(
         raise _CorruptArchiveError(f"not a readable zip archive: {error}") from None
     with zf:
         members = _safe_members(zf, origin)
+        if keep is not None:
+            members = [m for m in members if all(keep(part) for part in (m.parts if m.is_dir else m.parts[:-1]))]
         conflicts = [to.joinpath(*m.parts) for m in members if not m.is_dir and _lexists(to.joinpath(*m.parts))]
         if conflicts and not overwrite:
             raise ExistingDataError(

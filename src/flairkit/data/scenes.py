@@ -108,7 +108,7 @@ def expand_inputs(inputs: Sequence[Path]) -> list[Path]:
     return files
 
 
-def _vrt_coverage(path: Path, channels: Sequence[int], width: int, height: int) -> Rectangles | None:
+def vrt_coverage(path: Path, channels: Sequence[int], width: int, height: int) -> Rectangles | None:
     """The pixel rectangles that the sources of the selected bands of a VRT fill; None when every pixel is covered
     (or the VRT is not a plain mosaic of sources)."""
     try:
@@ -196,7 +196,7 @@ def inspect_input(
         nodata=0 if implied else declared,
         dataset_mask=has_mask,
         implied_nodata=implied,
-        coverage=_vrt_coverage(path, channels, width, height) if is_vrt else None,
+        coverage=vrt_coverage(path, channels, width, height) if is_vrt else None,
         sources=sources,
     )
     check_resolution(raster)
@@ -311,12 +311,12 @@ class SceneReader:
             mask = self._src.dataset_mask(window=Window(cols.start, rows.start, cols.size, rows.size)) > 0
             valid = mask if valid is None else valid & mask
         if self._coverage is not None:
-            covered = _covered(self._coverage, rows, cols)
+            covered = covered_pixels(self._coverage, rows, cols)
             valid = covered if valid is None else valid & covered
         return valid
 
 
-def _covered(coverage: np.ndarray, rows: Span, cols: Span) -> np.ndarray:
+def covered_pixels(coverage: np.ndarray, rows: Span, cols: Span) -> np.ndarray:
     """Where pixels of ``rows`` x ``cols`` lie in one of the (column, row, width, height) rectangles of ``coverage``."""
     covered = np.zeros((rows.size, cols.size), dtype=bool)
     col0, row0 = coverage[:, 0], coverage[:, 1]

@@ -16,6 +16,7 @@ import rasterio
 from rasterio.errors import RasterioError
 
 from flairkit.atomic import check_not_inputs, check_writable
+from flairkit.data.assembly import inspect_assembly
 from flairkit.data.scenes import InputRaster, expand_inputs, inspect_input
 from flairkit.detection.distributed import Ranks, shard
 from flairkit.detection.resume import WorkDir
@@ -70,11 +71,20 @@ def _map_paths(inputs: Sequence[Path], output: Path) -> list[Path]:
 def plan_jobs(
     inputs: Sequence[Path], output: Path, settings: DetectionSettings, evaluate_labels: Path | None
 ) -> list[MapJob]:
-    """One job per orthophoto of ``inputs`` (files or folders), every input and label raster checked."""
-    files = expand_inputs(inputs)
+    """One job per orthophoto of ``inputs`` (files or folders), or one for the sources assembled by
+    ``settings.assembly``; every input and label raster checked."""
+    if settings.assembly:
+        if inputs:
+            raise ConfigError(
+                "give the orthophotos either as arguments or as detect.inputs (--input KIND=FILE), not both"
+            )
+        rasters: list[InputRaster] = [inspect_assembly(channels=settings.channels, **settings.assembly)]
+        files = [rasters[0].path]
+    else:
+        files = expand_inputs(inputs)
+        rasters = [inspect_input(f, settings.channels, settings.nodata, settings.all_zero_is_nodata) for f in files]
     if evaluate_labels is not None and len(files) != 1:
         raise ConfigError(f"evaluate_labels covers one orthophoto but {len(files)} inputs were given; give one input")
-    rasters = [inspect_input(f, settings.channels, settings.nodata, settings.all_zero_is_nodata) for f in files]
     jobs = []
     for raster, map_path in zip(rasters, _map_paths(files, output), strict=True):
         stem = map_path.with_suffix("")

@@ -21,7 +21,8 @@ import numpy as np
 import rasterio
 import torch
 
-from flairkit.data.scenes import Fill, InputRaster, SceneReader, Span
+from flairkit.data.assembly import open_scene
+from flairkit.data.scenes import Fill, InputRaster, Span
 from flairkit.data.transforms import Normalizer
 from flairkit.detection.stitching import OutputBands, contributes, make_assembler
 from flairkit.detection.tiling import Block, Tile, TilePlan
@@ -75,7 +76,7 @@ def read_blocks(
     blocks: Sequence[Block], plan: TilePlan, raster: InputRaster, channels: Sequence[int], fill: Fill
 ) -> Iterator[_BlockInput]:
     """Each block with the tiles worth running and the input rectangle they cover (read once)."""
-    with SceneReader(raster, channels) as reader:
+    with open_scene(raster, channels) as reader:
         for block in blocks:
             tiles = plan.tiles_for(block)
             rows = Span(min(t.row for t in tiles), max(t.row for t in tiles) + plan.tile_size)

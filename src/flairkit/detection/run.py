@@ -244,6 +244,9 @@ def detect(
 ) -> DetectionSummary:
     """Land-cover maps of ``inputs`` (GeoTIFF/VRT files or folders of them) with ``model``; what was done.
 
+    With ``detect.inputs`` (sources assembled into the model's bands, :mod:`~flairkit.data.assembly`), ``inputs``
+    is empty and one map is made on the assembly's grid.
+
     ``model`` maps a normalised (B, C, H, W) float batch of ``config.data.channels`` to (B, K, H, W)
     logits, K = the nomenclature's targets; several networks (an ensemble) and ``detect.tta`` average their
     probabilities. One input and an ``output`` ending in .tif: the map is that

@@ -50,6 +50,9 @@ class DetectionSettings:
     vectorize: bool
     min_area: float
     simplify: float
+    assembly: dict[str, Any]
+    """Keyword arguments of :func:`~flairkit.data.assembly.inspect_assembly` (detect.inputs and its grid); empty
+    when each input is one stacked orthophoto."""
 
     @property
     def passes(self) -> str:
@@ -82,6 +85,7 @@ class DetectionSettings:
             "bands": [list(self.bands.probabilities), self.bands.confidence],
             "nodata": self.nodata,
             "all_zero_is_nodata": self.all_zero_is_nodata,
+            "assembly": self.assembly,
         }
 
 
@@ -139,4 +143,18 @@ def resolve_settings(config: FlairConfig, block_size: int | None, precision: tor
         vectorize=detect.vectorize,
         min_area=detect.min_polygon_area,
         simplify=detect.simplify_tolerance,
+        assembly=_assembly(config) if detect.inputs else {},
     )
+
+
+def _assembly(config: FlairConfig) -> dict[str, Any]:
+    detect = config.detect
+    return {
+        "inputs": dict(detect.inputs),
+        "resolution": detect.resolution,
+        "crs": detect.crs,
+        "allow_resample": detect.allow_resample,
+        "resampling_imagery": detect.resampling_imagery,
+        "resampling_elevation": detect.resampling_elevation,
+        "all_zero_is_nodata": detect.all_zero_is_nodata,
+    }

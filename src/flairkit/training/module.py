@@ -16,18 +16,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from flairkit.config.schema import FlairConfig
-from flairkit.data.transforms import Normalizer, augment_batch
+from flairkit.data.transforms import Normalizer, RadiometricJitter, augment_batch
 from flairkit.evaluation.confusion import ConfusionAccumulator
 from flairkit.evaluation.protocols import compute_metrics
 from flairkit.models.build import build_model
 from flairkit.models.inference import masked_argmax, network_logits, prepare_inputs, runnable_network
 from flairkit.models.weights.files import NOMENCLATURE_KEY
 from flairkit.nomenclature import INVALID_TARGET, get_nomenclature
-from flairkit.training.losses import aerial_class_weights, satellite_class_weights, weighted_cross_entropy
+from flairkit.training.losses import SegmentationLoss, aerial_class_weights, satellite_class_weights
 
 
 class SegmentationTask(L.LightningModule):
-    """Aerial U-Net / smp model or U-T&T, trained with FLAIR's weighted cross entropy."""
+    """Aerial U-Net / smp model or U-T&T, trained with FLAIR's weighted cross entropy (or ``train.loss``'s mix)."""
 
     def __init__(
         self,
@@ -48,13 +48,14 @@ class SegmentationTask(L.LightningModule):
         self.multimodal = config.model.multimodal
         self.model = model if model is not None else build_model(config, pretrained_encoder=True)
         self.normalizer = Normalizer.from_config(config.data.normalization)
+        self.radiometric = RadiometricJitter(config.data.radiometric, config.data.channels)
         aerial_weights = aerial_class_weights(self.nomenclature) if class_weights is None else class_weights
-        self.criterion = weighted_cross_entropy(aerial_weights)
+        self.criterion = SegmentationLoss(aerial_weights, config.train.loss)
         if self.multimodal:
             sat_weights = satellite_class_weights(self.nomenclature) * (aerial_weights > 0)
             if class_weights is not None:
                 sat_weights = sat_weights * aerial_weights
-            self.criterion_sat = weighted_cross_entropy(sat_weights)
+            self.criterion_sat = SegmentationLoss(sat_weights, config.train.loss)
         self.val_confusion = ConfusionAccumulator(self.nomenclature.n_targets)
         # Per loss term (aerial, then satellite): summed weighted pixel losses and summed weights.
         self.val_loss_sums = torch.zeros(2 if self.multimodal else 1, 2, dtype=torch.float64)
@@ -70,9 +71,12 @@ class SegmentationTask(L.LightningModule):
         return self.prepare_batch(batch, training=trainer is not None and trainer.training)
 
     def prepare_batch(self, batch: dict[str, Any], training: bool = False) -> dict[str, Any]:
-        """Normalise a batch already on the device and, in training, augment its aerial branch."""
+        """Normalise a batch already on the device and, in training, augment its aerial branch (radiometric jitter
+        on the 0..255 scale, then normalisation, then flips and rotations)."""
         if batch.get("target") is not None:
             batch["target_sat"] = batch["target"]
+        if training and self.radiometric.enabled:
+            batch["image"] = self.radiometric(batch["image"], self.augment_generator)
         augment = (
             functools.partial(
                 augment_batch,
@@ -206,8 +210,9 @@ def _counted_targets(batch: dict[str, Any], key: str) -> torch.Tensor:
     return torch.where(valid.view(-1, 1, 1), target, torch.full_like(target, INVALID_TARGET))
 
 
-def _weighted_loss_sums(criterion: nn.CrossEntropyLoss, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The sum of ``criterion``'s weighted pixel losses and the sum of their weights (its mean is the ratio).
+def _weighted_loss_sums(criterion: SegmentationLoss, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The sum of ``criterion``'s weighted cross entropy pixel losses and the sum of their weights (its mean is the
+    ratio); validation measures the weighted cross entropy whatever the training loss mix.
 
     Unlike means, sums add up over batches and processes: the loss of a whole split, whatever its batching.
     """

@@ -204,13 +204,19 @@ def is_hub_folder(path: Path) -> bool:
     return (path / METADATA_FOLDER).is_dir() or any(_modality_of(entry) is not None for entry in path.iterdir())
 
 
-def _modality_of(folder: Path) -> str | None:
-    match = _FOLDER.fullmatch(folder.name)
-    if match is None or match["modality"] not in MODALITIES or not folder.is_dir():
+def parse_modality_folder(name: str) -> tuple[str, str, str] | None:
+    """(domain, year, modality) of a release folder name such as ``D006-2020_AERIAL_RGBI``, or None."""
+    match = _FOLDER.fullmatch(name)
+    if match is None or match["modality"] not in MODALITIES:
         return None
     if (match["modality"] == HISTORICAL) != (match["year"] == HISTORICAL_YEAR):
         return None
-    return match["modality"]
+    return match["domain"], match["year"], match["modality"]
+
+
+def _modality_of(folder: Path) -> str | None:
+    parsed = parse_modality_folder(folder.name)
+    return parsed[2] if parsed is not None and folder.is_dir() else None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,227 @@
+"""Model inputs assembled from several rasters (RVB + IRC + DSM + DTM), warped onto the model's grid, and the input
+contract checked before any work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+import typer
+import yaml
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.transform import from_origin
+from rasterio.warp import reproject, transform_bounds
+from typer.testing import CliRunner
+
+from flairkit.cli.detect import detect_command
+from flairkit.config import load_config
+from flairkit.data.assembly import AssembledScene, flair1_elevation, inspect_assembly
+from flairkit.data.scenes import Span, inspect_input
+from flairkit.errors import ConfigError, DataError
+from flairkit.models.factory import build_aerial_model
+
+WEST, NORTH = 843_000.0, 6_519_000.0
+HEIGHT, WIDTH = 48, 40
+RGBIE = [1, 2, 3, 4, 5]
+
+
+def write(path: Path, data: np.ndarray, res: float = 0.2, crs: str = "EPSG:2154", **tags) -> Path:
+    west, north = tags.pop("origin", (WEST, NORTH))
+    profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1], "count": data.shape[0]}
+    profile.update(dtype=data.dtype.name, crs=crs, transform=from_origin(west, north, res, res))
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        if "units" in tags:
+            dst.units = tags["units"]
+        if "colorinterp" in tags:
+            dst.colorinterp = tags["colorinterp"]
+    return path
+
+
+def products(folder: Path, rng_seed: int = 0) -> dict[str, np.ndarray]:
+    """RVB, IRC (NIR, R, G), DSM and DTM (metres) of one area at 0.2 m, written as separate files."""
+    rng = np.random.default_rng(rng_seed)
+    data = {
+        "rvb": rng.integers(1, 256, (3, HEIGHT, WIDTH), dtype=np.uint8),
+        "irc": rng.integers(1, 256, (3, HEIGHT, WIDTH), dtype=np.uint8),
+        "dtm": rng.uniform(100, 110, (1, HEIGHT, WIDTH)).astype(np.float32),
+    }
+    data["dsm"] = data["dtm"] + rng.uniform(0, 40, (1, HEIGHT, WIDTH)).astype(np.float32)
+    for name, array in data.items():
+        write(folder / f"{name}.tif", array)
+    return data
+
+
+def sources(folder: Path) -> dict[str, str]:
+    return {
+        "rgb": str(folder / "rvb.tif"),
+        "nir": f"{folder / 'irc.tif'}:1",
+        "dsm": str(folder / "dsm.tif"),
+        "dtm": str(folder / "dtm.tif"),
+    }
+
+
+def read_all(raster, channels) -> np.ndarray:
+    with AssembledScene(raster, channels) as scene:
+        return scene.read_region(Span(0, raster.height), Span(0, raster.width), "zero")
+
+
+def test_rvb_irc_dsm_dtm_assembled_equal_the_stack_made_by_hand(tmp_path):
+    data = products(tmp_path)
+    raster = inspect_assembly(sources(tmp_path), RGBIE)
+    assert (raster.width, raster.height) == (WIDTH, HEIGHT)
+    elevation = flair1_elevation(data["dsm"][0], data["dtm"][0])
+    by_hand = np.concatenate([data["rvb"], data["irc"][:1], elevation[None]])
+    np.testing.assert_array_equal(read_all(raster, RGBIE), by_hand)
+    np.testing.assert_array_equal(read_all(raster, [1, 2, 3, 4]), by_hand[:4])
+
+
+def test_a_source_in_another_crs_and_resolution_is_warped_like_rasterio_reproject(tmp_path):
+    products(tmp_path)
+    left, bottom, right, top = transform_bounds("EPSG:2154", "EPSG:32631", WEST, NORTH - HEIGHT * 0.2, WEST + 8, NORTH)
+    west, north, res = left - 5, top + 5, 0.5
+    rows, cols = int((top - bottom + 10) / res), int((right - left + 10) / res)
+    y, x = np.mgrid[0:rows, 0:cols]
+    nir = (40 + 3 * x + 2 * y).clip(0, 255).astype(np.uint8)[None]
+    write(tmp_path / "irc_utm.tif", nir, res=res, crs="EPSG:32631", origin=(west, north))
+    inputs = {"rgb": str(tmp_path / "rvb.tif"), "nir": str(tmp_path / "irc_utm.tif")}
+    raster = inspect_assembly(inputs, [1, 2, 3, 4], allow_resample=True)
+    expected = np.zeros((raster.height, raster.width), dtype=np.float32)
+    reproject(
+        nir[0].astype(np.float32),
+        expected,
+        src_transform=from_origin(west, north, res, res),
+        src_crs="EPSG:32631",
+        dst_transform=raster.transform,
+        dst_crs=raster.crs,
+        resampling=Resampling.bilinear,
+    )
+    assembled = read_all(raster, [4])[0].astype(np.float32)
+    assert np.abs(assembled - expected).max() <= 1
+    assert assembled.std() > 5  # a gradient, not a constant that would match anything
+
+
+def test_flair1_elevation_is_the_height_above_ground_in_20_cm_units_clipped_to_a_byte():
+    dtm = np.full(6, 100.0, dtype=np.float32)
+    dsm = dtm + np.array([0.0, 0.2, 1.0, 51.0, 60.0, -3.0], dtype=np.float32)
+    assert flair1_elevation(dsm, dtm).tolist() == [0, 1, 5, 255, 255, 0]
+    assert flair1_elevation(dsm, dtm).dtype == np.uint8
+
+
+def test_a_grid_at_the_models_resolution_from_a_coarser_source_when_allowed(tmp_path):
+    products(tmp_path)
+    coarse = np.random.default_rng(1).integers(1, 256, (3, 20, 16), dtype=np.uint8)
+    inputs = {"rgb": str(write(tmp_path / "rvb_50cm.tif", coarse, res=0.5))}
+    with pytest.raises(DataError, match=r"rvb_50cm.tif: pixels are 0.5 x 0.5 .*--allow-resample"):
+        inspect_assembly(inputs, [1, 2, 3])
+    raster = inspect_assembly(inputs, [1, 2, 3], allow_resample=True)
+    assert (raster.width, raster.height, raster.transform.a) == (40, 50, 0.2)
+    raster = inspect_assembly(inputs, [1, 2, 3], resolution=0.5)
+    assert (raster.width, raster.height) == (16, 20)
+
+
+def test_every_bad_input_is_a_one_line_error_with_the_fix(tmp_path):
+    data = products(tmp_path)
+    given = sources(tmp_path)
+    with pytest.raises(
+        DataError, match=r"has 3 band\(s\) but data.channels=\[1, 2, 3, 4, 5\] needs band\(s\) \[4, 5\]"
+    ):
+        inspect_input(tmp_path / "rvb.tif", RGBIE)
+    with pytest.raises(ConfigError, match="no nir, dsm, dtm is given; add --input nir=FILE"):
+        inspect_assembly({"rgb": given["rgb"]}, RGBIE)
+    with pytest.raises(ConfigError, match="does not read dsm, dtm"):
+        inspect_assembly(given, [1, 2, 3, 4])
+    with pytest.raises(ConfigError, match="unknown kind"):
+        inspect_assembly({**given, "lidar": given["dsm"]}, RGBIE)
+    with pytest.raises(DataError, match="is a folder; give one raster"):
+        inspect_assembly({**given, "dsm": str(tmp_path)}, RGBIE)
+    with pytest.raises(ConfigError, match="selects 2 band"):
+        inspect_assembly({**given, "rgb": given["rgb"] + ":1,2"}, RGBIE)
+    feet = write(tmp_path / "dsm_ft.tif", data["dsm"], units=("ft",))
+    with pytest.raises(DataError, match=r"dsm_ft.tif: elevation is in ft .*0.3048"):
+        inspect_assembly({**given, "dsm": str(feet)}, RGBIE)
+    undeclared = write(tmp_path / "dsm_high.tif", data["dsm"] * 100)
+    with pytest.raises(DataError, match=r"dsm_high.tif: values reach .* feet"):
+        inspect_assembly({**given, "dsm": str(undeclared)}, RGBIE)
+    mixed = write(tmp_path / "dsm_mixed.tif", data["dsm"] * 3.2808)
+    with pytest.raises(DataError, match=r"median height of the DSM above the DTM is .* feet"):
+        inspect_assembly({**given, "dsm": str(mixed)}, RGBIE)
+    bgr = (ColorInterp.blue, ColorInterp.green, ColorInterp.red)
+    swapped = write(tmp_path / "bgr.tif", data["rvb"][::-1].copy(), colorinterp=bgr)
+    with pytest.raises(DataError, match=r"bgr.tif: its bands are blue, green, red .* rgb=.*bgr.tif:3,2,1"):
+        inspect_assembly({**given, "rgb": str(swapped)}, RGBIE)
+    raster = inspect_assembly({**given, "rgb": f"{swapped}:3,2,1"}, RGBIE)
+    np.testing.assert_array_equal(read_all(raster, [1, 2, 3]), data["rvb"])
+
+
+def dsm_mosaic_with_a_gap(folder: Path, dsm: np.ndarray, gap: slice) -> Path:
+    """A VRT of two DSM tiles (no nodata declared) with the columns ``gap`` between them."""
+    tiles = (("left.tif", 0, gap.start), ("right.tif", gap.stop, WIDTH))
+    lines = [f'<VRTDataset rasterXSize="{WIDTH}" rasterYSize="{HEIGHT}"><SRS>EPSG:2154</SRS>']
+    lines.append(f"<GeoTransform>{WEST!r}, 0.2, 0.0, {NORTH!r}, 0.0, -0.2</GeoTransform>")
+    lines.append('<VRTRasterBand dataType="Float32" band="1">')
+    for name, start, stop in tiles:
+        write(folder / name, dsm[:, :, start:stop].copy(), origin=(WEST + 0.2 * start, NORTH))
+        size = f'xSize="{stop - start}" ySize="{HEIGHT}"'
+        lines.append(
+            f'<SimpleSource><SourceFilename relativeToVRT="1">{name}</SourceFilename><SourceBand>1</SourceBand>'
+            f'<SrcRect xOff="0" yOff="0" {size}/><DstRect xOff="{start}" yOff="0" {size}/></SimpleSource>'
+        )
+    (folder / "dsm.vrt").write_text("\n".join([*lines, "</VRTRasterBand></VRTDataset>"]))
+    return folder / "dsm.vrt"
+
+
+def test_gaps_of_a_vrt_mosaic_source_are_nodata(tmp_path):
+    data = products(tmp_path)
+    mosaic = dsm_mosaic_with_a_gap(tmp_path, data["dsm"], slice(16, 24))
+    raster = inspect_assembly({**sources(tmp_path), "dsm": str(mosaic)}, RGBIE)
+    rows, cols = Span(0, HEIGHT), Span(0, WIDTH)
+    with AssembledScene(raster, RGBIE) as scene:
+        valid = scene.valid(rows, cols, scene.read_region(rows, cols, "zero"))
+    assert not valid[:, 16:24].any()
+    assert valid[:, :16].all() and valid[:, 24:].all()
+    assert raster.sources[:2] == (tmp_path / "rvb.tif", tmp_path / "irc.tif")
+    assert tmp_path / "left.tif" in raster.sources  # an output that is a tile of the mosaic is refused
+
+
+CONFIG = {
+    "data": {"channels": RGBIE, "nomenclature": "15cl"},
+    "model": {"arch": "unet", "encoder": "resnet18", "encoder_weights": None},
+    "detect": {"tile_size": 64, "margin": 16, "batch_size": 4},
+}
+
+
+def test_flair_detect_with_inputs_writes_the_map_of_the_stacked_orthophoto(tmp_path):
+    data = products(tmp_path)
+    stack = np.concatenate([data["rvb"], data["irc"][:1], flair1_elevation(data["dsm"][0], data["dtm"][0])[None]])
+    write(tmp_path / "rgbie.tif", stack)
+    config_path = tmp_path / "detect.yaml"
+    config_path.write_text(yaml.safe_dump(CONFIG))
+    torch.manual_seed(0)
+    torch.save(build_aerial_model(load_config(config_path), pretrained_encoder=False).state_dict(), tmp_path / "w.pth")
+    app = typer.Typer()
+    app.command()(detect_command)
+    common = ["-c", str(config_path), "--checkpoint", str(tmp_path / "w.pth"), "--device", "cpu", "--no-progress"]
+    stacked = CliRunner().invoke(app, [str(tmp_path / "rgbie.tif"), "-o", str(tmp_path / "stacked.tif"), *common])
+    assert stacked.exit_code == 0, stacked.output
+    given = [f"--input={kind}={path}" for kind, path in sources(tmp_path).items()]
+    assembled = CliRunner().invoke(app, [*given, "-o", str(tmp_path / "assembled.tif"), *common])
+    assert assembled.exit_code == 0, assembled.output
+    with rasterio.open(tmp_path / "stacked.tif") as a, rasterio.open(tmp_path / "assembled.tif") as b:
+        assert a.transform == b.transform and a.crs == b.crs
+        np.testing.assert_array_equal(a.read(), b.read())
+    both = CliRunner().invoke(app, [str(tmp_path / "rgbie.tif"), *given, "-o", str(tmp_path / "x.tif"), *common])
+    assert both.exit_code == 2 and "not both" in both.output
+    bad = CliRunner().invoke(app, ["--input", "rvb.tif", "-o", str(tmp_path / "x.tif"), *common])
+    assert bad.exit_code == 2 and "KIND=FILE" in bad.output
+    coarse = write(tmp_path / "rvb_50cm.tif", data["rvb"][:, :20, :16].copy(), res=0.5)
+    given[0] = f"--input=rgb={coarse}"
+    refused = CliRunner().invoke(app, [*given, "-o", str(tmp_path / "coarse.tif"), *common])
+    assert refused.exit_code == 2 and "--allow-resample" in refused.output
+    warped = CliRunner().invoke(app, [*given, "--allow-resample", "-o", str(tmp_path / "coarse.tif"), *common])
+    assert warped.exit_code == 0, warped.output
+    with rasterio.open(tmp_path / "coarse.tif") as src:
+        assert (src.width, src.height, src.res) == (40, 50, (0.2, 0.2))
