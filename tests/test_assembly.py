@@ -3,6 +3,8 @@ contract checked before any work."""
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +18,14 @@ from rasterio.transform import from_origin
 from rasterio.warp import reproject, transform_bounds
 from typer.testing import CliRunner
 
+from flairkit.cli.data import data_app
 from flairkit.cli.detect import detect_command
 from flairkit.config import load_config
 from flairkit.data.assembly import AssembledScene, flair1_elevation, inspect_assembly
 from flairkit.data.scenes import Span, inspect_input
+from flairkit.detection.jobs import work_manifest
+from flairkit.detection.resume import WorkDir
+from flairkit.detection.settings import resolve_settings
 from flairkit.errors import ConfigError, DataError
 from flairkit.models.factory import build_aerial_model
 
@@ -225,3 +231,99 @@ def test_flair_detect_with_inputs_writes_the_map_of_the_stacked_orthophoto(tmp_p
     assert warped.exit_code == 0, warped.output
     with rasterio.open(tmp_path / "coarse.tif") as src:
         assert (src.width, src.height, src.res) == (40, 50, (0.2, 0.2))
+
+
+def test_synthetic_products_assemble_into_the_stacked_orthophoto(tmp_path):
+    out = tmp_path / "world"
+    options = ["--domains", "3", "--areas", "1", "--patches", "1", "--patch-size", "16", "--no-sentinel"]
+    result = CliRunner().invoke(data_app, ["synth", str(out), *options, "--ortho-size", "300", "--products"])
+    assert result.exit_code == 0, result.output
+    folder = out / "orthophotos"
+    given = {
+        "rgb": str(folder / "ORTHO_0_RVB.tif"),
+        "nir": f"{folder / 'ORTHO_0_IRC.tif'}:1",
+        "dsm": str(folder / "ORTHO_0_DSM.tif"),
+        "dtm": str(folder / "ORTHO_0_DTM.tif"),
+    }
+    with rasterio.open(folder / "ORTHO_0.tif") as src:
+        stacked, transform = src.read(), src.transform
+    with rasterio.open(given["dtm"]) as dtm, rasterio.open(folder / "ORTHO_0_IRC.tif") as irc:
+        assert dtm.res == (1.0, 1.0) and dtm.dtypes == ("float32",)
+        np.testing.assert_array_equal(irc.read(), stacked[[3, 0, 1]])
+    assert len(np.unique(stacked[4])) > 3
+    raster = inspect_assembly(given, RGBIE)
+    assert raster.transform == transform and (raster.width, raster.height) == (300, 300)
+    np.testing.assert_array_equal(read_all(raster, RGBIE), stacked)
+
+
+def test_output_grid_input_warps_the_map_onto_the_rgb_sources_grid_like_rasterio_reproject(tmp_path):
+    products(tmp_path)
+    left, bottom, right, top = transform_bounds("EPSG:2154", "EPSG:32631", WEST, NORTH - HEIGHT * 0.2, WEST + 8, NORTH)
+    cols, rows = int((right - left) / 0.5), int((top - bottom) / 0.5)
+    rgb = np.random.default_rng(2).integers(1, 256, (3, rows, cols), dtype=np.uint8)
+    write(tmp_path / "rvb_utm.tif", rgb, res=0.5, crs="EPSG:32631", origin=(left, top))
+    given = [f"--input={kind}={path}" for kind, path in sources(tmp_path).items()]
+    given[0] = f"--input=rgb={tmp_path / 'rvb_utm.tif'}"
+    config = {**CONFIG, "detect": {**CONFIG["detect"], "crs": "EPSG:2154"}}
+    torch.manual_seed(0)
+    app = typer.Typer()
+    app.command()(detect_command)
+    maps = {}
+    for grid in ("reference", "input"):
+        config_path = tmp_path / f"{grid}.yaml"
+        config_path.write_text(yaml.safe_dump({**config, "detect": {**config["detect"], "output_grid": grid}}))
+        if grid == "reference":
+            model = build_aerial_model(load_config(config_path), pretrained_encoder=False)
+            torch.save(model.state_dict(), tmp_path / "w.pth")
+        common = ["-c", str(config_path), "--checkpoint", str(tmp_path / "w.pth"), "--device", "cpu", "--no-progress"]
+        result = CliRunner().invoke(app, [*given, "-o", str(tmp_path / f"{grid}.tif"), *common])
+        assert result.exit_code == 0, result.output
+        maps[grid] = rasterio.open(tmp_path / f"{grid}.tif")
+    reference, on_input = maps["reference"], maps["input"]
+    with reference, on_input:
+        assert reference.crs == "EPSG:2154" and reference.res == (0.2, 0.2)
+        assert on_input.crs == "EPSG:32631" and on_input.res == (0.5, 0.5)
+        assert (on_input.width, on_input.height) == (cols, rows)
+        expected = np.full((rows, cols), reference.nodata, dtype=np.uint8)
+        reproject(
+            reference.read(1),
+            expected,
+            src_transform=reference.transform,
+            src_crs=reference.crs,
+            src_nodata=reference.nodata,
+            dst_transform=on_input.transform,
+            dst_crs=on_input.crs,
+            dst_nodata=reference.nodata,
+            resampling=Resampling.nearest,
+        )
+        written = on_input.read(1)
+        np.testing.assert_array_equal(written, expected)
+        assert len(np.unique(written)) > 2 and on_input.nodata == reference.nodata
+        assert on_input.colormap(1) == reference.colormap(1)
+
+
+def test_output_grid_input_refuses_scores_and_polygons(tmp_path):
+    for extra in ({"confidence": True}, {"vectorize": True}):
+        config_path = tmp_path / "detect.yaml"
+        config_path.write_text(
+            yaml.safe_dump({**CONFIG, "detect": {**CONFIG["detect"], "output_grid": "input", **extra}})
+        )
+        with pytest.raises(ConfigError, match=r"detect\.output_grid=input warps the class map only"):
+            resolve_settings(load_config(config_path), None, None)
+
+
+def test_resume_refuses_an_assembly_whose_dsm_changed(tmp_path):
+    data = products(tmp_path)
+    config_path = tmp_path / "detect.yaml"
+    config_path.write_text(yaml.safe_dump(CONFIG))
+    settings = resolve_settings(load_config(config_path), None, None)
+    raster = inspect_assembly(sources(tmp_path), RGBIE)
+    work = WorkDir(tmp_path / "map.tif")
+    work.create(work_manifest(raster, settings, "weights"))
+    work.check_manifest(work_manifest(raster, settings, "weights"))
+    dsm = tmp_path / "dsm.tif"
+    before = dsm.stat().st_mtime_ns
+    write(dsm, data["dsm"] + np.float32(1))
+    os.utime(dsm, ns=(before + 10**9, before + 10**9))
+    with pytest.raises(DataError, match=rf"cannot resume .*different dsm source {re.escape(str(dsm.resolve()))}"):
+        work.check_manifest(work_manifest(raster, settings, "weights"))

@@ -123,6 +123,13 @@ def synth(
     ] = None,
     orthos: Annotated[int | None, typer.Option(help="Number of large orthophotos for zone detection.")] = None,
     ortho_size: Annotated[int | None, typer.Option(help="Orthophoto side in pixels.")] = None,
+    products: Annotated[
+        bool,
+        typer.Option(
+            "--products",
+            help="Also write each orthophoto as separate products: RVB, IRC (NIR, R, G), DSM and DTM in metres.",
+        ),
+    ] = False,
     sat_patch_size: Annotated[
         int | None, typer.Option(help="Sentinel-2 super-patch side the super-areas must hold around every patch.")
     ] = None,
@@ -152,6 +159,7 @@ def synth(
             "--patch-size": patch_size,
             "--sentinel": sentinel,
             "--sat-patch-size": sat_patch_size,
+            "--products": products or None,
             "--layout": None if layout is SynthLayout.flair2 else layout,
         }
         for name, value in others.items():
@@ -172,6 +180,7 @@ def synth(
             "--orthos": orthos,
             "--ortho-size": ortho_size,
             "--sat-patch-size": sat_patch_size,
+            "--products": products or None,
         }
         for name, value in flair2_only.items():
             if value is not None:
@@ -184,6 +193,7 @@ def synth(
         "n_orthos": orthos,
         "ortho_size": ortho_size,
         "sat_patch_size": sat_patch_size,
+        "products": products or None,
     }
     options = SynthOptions(**{key: value for key, value in given.items() if value is not None})
     summary = synthesize_world(out, options, overwrite)
@@ -388,12 +398,20 @@ def stats(
         int | None, typer.Option(help="Read only this many train patches, drawn at random (default: all).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the --sample draw.")] = 0,
+    quantiles: Annotated[
+        int | None,
+        typer.Option(
+            help="Also write the values at this many evenly spaced quantiles (0 to 1) of each band, as "
+            "data.radiometric.histogram_reference."
+        ),
+    ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="YAML file to write the data.normalization snippet in.")
     ] = None,
     overwrite: OverwriteOption = False,
 ) -> None:
-    """Per-band mean and std of data.channels over the train split, as a data.normalization config snippet."""
+    """Per-band mean and std of data.channels over the train split, as a data.normalization config snippet (and
+    with --quantiles the per-band quantiles, as data.radiometric.histogram_reference)."""
     from flairkit.data.datamodule import split_records
     from flairkit.data.stats import band_statistics
 
@@ -401,7 +419,9 @@ def stats(
     if output is not None:
         check_writable(output, overwrite=overwrite)
     origin = cfg.data.train_csv or cfg.data.root
-    result = band_statistics(split_records(cfg, "train"), cfg.data.channels, sample=sample, seed=seed)
+    result = band_statistics(
+        split_records(cfg, "train"), cfg.data.channels, sample=sample, seed=seed, quantiles=quantiles
+    )
     text = result.to_yaml(f"the train split of {origin}")
     if output is None:
         console.print(text, highlight=False, soft_wrap=True, markup=False)

@@ -30,11 +30,12 @@ def export_command(
     """Load weights strictly with their config and write a bundle that any flairkit command accepts."""
     from flairkit.models.export import export_bundle
     from flairkit.models.loader import load_model
-    from flairkit.models.weights import config_from_checkpoint, weights_config_source
+    from flairkit.models.weights import config_from_checkpoint, weights_config_overrides, weights_config_source
 
     source = config or weights_config_source(checkpoint)
+    restored = [] if config else weights_config_overrides(checkpoint)
     if source is not None:
-        cfg = resolve_config(source, overrides)
+        cfg = resolve_config(source, [*restored, *(overrides or [])])
     else:
         saved = config_from_checkpoint(checkpoint, overrides or []) if checkpoint.is_file() else None
         if saved is None:

@@ -100,12 +100,12 @@ def config_for_weights(config: str | None, overrides: list[str] | None, weights:
 
     ``-c`` wins; otherwise a bundle's or released model's config, or the config saved in a flairkit checkpoint.
     """
-    from flairkit.models.weights import config_from_checkpoint, weights_config_source
+    from flairkit.models.weights import config_from_checkpoint, weights_config_overrides, weights_config_source
 
     if config is None and weights is not None:
         source = weights_config_source(weights)
         if source is not None:
-            return resolve_config(source, overrides)
+            return resolve_config(source, [*weights_config_overrides(weights), *(overrides or [])])
         if Path(weights).is_file():
             embedded = config_from_checkpoint(weights, overrides or [])
             if embedded is not None:

@@ -26,6 +26,7 @@ InferencePrecision = Literal["auto", "32", "bf16", "fp16"]
 RELEASE_WEIGHTS = "release"
 """``train.init_weights`` value that names the preset's released weights."""
 TestTimeAugmentation = Literal["none", "flips", "d4"]
+NormLayer = Literal["batch", "group", "frozen_batch"]
 
 
 class Section(BaseModel):
@@ -183,7 +184,8 @@ class HubDataConfig(Section):
     """FLAIR-HUB in IGN's distributed layout: any subset of modalities, COSIA and LPIS labels (README, FLAIR-HUB)."""
 
     root: Path | None = None
-    """FLAIR-HUB folder holding the {DOM}-{YEAR}_{MOD} folders and GLOBAL_ALL_MTD; null when not using FLAIR-HUB."""
+    """FLAIR-HUB folder holding the {DOM}-{YEAR}_{MOD} folders and GLOBAL_ALL_MTD; null when not using FLAIR-HUB.
+    When set (or data.root is a FLAIR-HUB folder), flair train/evaluate read FLAIR-HUB."""
     metadata_dir: Path | None = None
     """Folder of the GLOBAL_ALL_MTD GeoPackages (Sentinel dates, official splits); default: root/GLOBAL_ALL_MTD."""
     split: str = "split_1"
@@ -264,7 +266,8 @@ class DataConfig(Section):
     """Where the dataset is and how patches become tensors."""
 
     root: Path | None = None
-    """FLAIR #2 layout root (holds flair_aerial_train, flair_labels_train, ...), or a synthetic world."""
+    """FLAIR #2 layout root (holds flair_aerial_train, flair_labels_train, ...), a synthetic world, or a FLAIR-HUB
+    folder (trains on its AERIAL_RGBI and COSIA labels as data.hub says; README, "Train on FLAIR-HUB")."""
     train_csv: Path | None = None
     """FLAIR-1 style path list of the train split (image,mask per line); used instead of ``root`` when given."""
     val_csv: Path | None = None
@@ -404,6 +407,12 @@ class ModelConfig(Section):
     """Encoder pre-training, used only when no checkpoint is loaded; null for random initialisation."""
     smp_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Extra keyword arguments of ``smp.create_model`` (e.g. ``decoder_channels: [128, 64, 32, 16, 8]``)."""
+    norm: NormLayer = "batch"
+    """Normalisation layers of the network: batch (BatchNorm); group: GroupNorm, 32 groups (fewer, a power of two, when
+    the channels are not a multiple of 32), ImageNet encoder weights keep their convolutions and BatchNorm scale and
+    shift but lose their statistics; frozen_batch: BatchNorm whose statistics, scale and shift stay as initialised
+    (the ImageNet ones; with encoder_weights null, 0/1: no normalisation). Weights load into the same norm only,
+    except BatchNorm weights given as train.init_weights: loaded, then converted."""
     multimodal: bool = False
     """U-T&T: fuse the Sentinel-2 U-TAE branch into the aerial U-Net (FLAIR #2)."""
     utae: UTAEConfig = Field(default_factory=UTAEConfig)
@@ -506,6 +515,9 @@ class TrainConfig(Section):
     ema_decay: float | None = Field(None, gt=0, lt=1)
     """Exponential moving average of the weights and BatchNorm buffers, updated after each optimiser step with this
     decay (e.g. 0.999); validation and the saved checkpoints use the averaged weights. null: off."""
+    recalibrate_batchnorm: bool = False
+    """After training, measure the BatchNorm running statistics again over the training patches (no augmentation,
+    final weights) and write them as checkpoints/recalibrated.ckpt; best and last checkpoints stay as trained."""
     checkpoint_every_n_epochs: int = Field(1, ge=1)
     """Checkpoint period in epochs."""
     limit_train_batches: int | float = 1.0
@@ -607,6 +619,9 @@ class DetectConfig(Section):
     """Resampling of rgb/nir sources warped onto the grid."""
     resampling_elevation: Literal["nearest", "bilinear", "cubic", "average"] = "bilinear"
     """Resampling of dsm/dtm sources warped onto the grid."""
+    output_grid: Literal["reference", "input"] = "reference"
+    """Grid of the class map of assembled inputs: reference (the grid they are warped onto) or input (the rgb
+    source's own CRS and pixel size; the finished map is warped back with nearest resampling, window by window)."""
 
     _device_known = field_validator("device")(_device_name)
     _precision_text = field_validator("precision", mode="before")(_number_as_text)
@@ -679,6 +694,11 @@ class FlairConfig(Section):
         if self.model.multimodal and not self.data.sentinel.enabled:
             raise ValueError(
                 "model.multimodal needs Sentinel-2 inputs; set data.sentinel.enabled=true or model.multimodal=false"
+            )
+        if self.train.recalibrate_batchnorm and self.model.norm != "batch":
+            raise ValueError(
+                f"train.recalibrate_batchnorm needs BatchNorm statistics to measure, and model.norm={self.model.norm} "
+                "has none to recalibrate; set model.norm=batch or train.recalibrate_batchnorm=false"
             )
         return self
 

@@ -22,6 +22,7 @@ from flairkit.data.discovery import (
     read_csv_list,
     split_by_domain,
 )
+from flairkit.data.hub.aerial import HubAerialDataset, hub_records, hub_settings
 from flairkit.data.metadata import load_aerial_metadata, metadata_for
 from flairkit.data.sentinel import load_centroids
 from flairkit.devices import default_num_workers, ensure_worker_socket_dir
@@ -32,8 +33,11 @@ SPLITS = ("train", "val", "test")
 
 
 def split_records(config: FlairConfig, split: str) -> list[PatchRecord]:
-    """The patch records of ``split`` (train, val or test) for the config's dataset."""
+    """The patch records of ``split`` (train, val or test) for the config's dataset (FLAIR-HUB: its official split)."""
     data = config.data
+    hub = hub_settings(data)
+    if hub is not None:
+        return hub_records(hub, split)
     csv_path = {"train": data.train_csv, "val": data.val_csv, "test": data.test_csv}[split]
     if csv_path is not None:
         return read_csv_list(csv_path)
@@ -58,6 +62,8 @@ def build_dataset(config: FlairConfig, records: Sequence[PatchRecord], with_labe
     if not records:
         raise DataError("the split holds no patch; check data.root / the CSV lists")
     data = config.data
+    if hub_settings(data) is not None:
+        return HubAerialDataset(records, data.channels, get_nomenclature(data.nomenclature), with_labels)
     root = _dataset_root(config, records)
     metadata = None
     if data.metadata:

@@ -193,10 +193,26 @@ def band_quantiles(patches: Iterable[np.ndarray], levels: int = 17) -> list[list
         histogram = counts if histogram is None else histogram + counts
     if histogram is None:
         raise ValueError("no reference patch was given")
+    return histogram_quantiles(histogram, levels)
+
+
+def histogram_quantiles(histogram: np.ndarray, levels: int) -> list[list[float]]:
+    """Per row of a (C, 256) count ``histogram`` of uint8 values, the values at ``levels`` evenly spaced quantiles
+    from 0 to 1, exactly as ``numpy.quantile`` (linear method) of the counted values: the rank scale on which
+    histogram_match reads a reference."""
     cumulative = np.cumsum(histogram, axis=1)
-    # The smallest value whose cumulative count reaches each level's share (the inverse CDF; level 0: the minimum).
-    wanted = np.maximum(np.linspace(0, 1, levels) * cumulative[0, -1], 1)
-    return [np.searchsorted(row, wanted, side="left").astype(float).tolist() for row in cumulative]
+    count = int(cumulative[0, -1])
+    position = np.linspace(0, 1, levels) * (count - 1)
+    low = np.floor(position).astype(np.int64)
+    high = np.minimum(low + 1, count - 1)
+    frac = position - low
+    # The value of 0-based rank r is the smallest whose cumulative count exceeds r.
+    return [
+        (
+            np.searchsorted(row, low, side="right") * (1 - frac) + np.searchsorted(row, high, side="right") * frac
+        ).tolist()
+        for row in cumulative
+    ]
 
 
 def _interp_even(levels: torch.Tensor, table: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ import rasterio
 from rasterio.errors import RasterioError
 
 from flairkit.atomic import check_not_inputs, check_writable
-from flairkit.data.assembly import inspect_assembly
+from flairkit.data.assembly import AssembledRaster, inspect_assembly
 from flairkit.data.scenes import InputRaster, expand_inputs, inspect_input
 from flairkit.detection.distributed import Ranks, shard
 from flairkit.detection.resume import WorkDir
@@ -156,8 +156,9 @@ def tile_plan(settings: DetectionSettings, raster: InputRaster) -> TilePlan:
 
 
 def work_manifest(raster: InputRaster, settings: DetectionSettings, fingerprint: str) -> dict[str, Any]:
-    """What a resumed map must share with the run that began it: input, grid, settings and weights."""
-    return {
+    """What a resumed map must share with the run that began it: input (and each other source of an assembly, by
+    size and modification time), grid, settings and weights."""
+    manifest = {
         "input": str(raster.path.resolve()),
         "input_size": raster.path.stat().st_size,
         "input_mtime_ns": raster.path.stat().st_mtime_ns,
@@ -165,6 +166,12 @@ def work_manifest(raster: InputRaster, settings: DetectionSettings, fingerprint:
         "settings": settings.manifest(),
         "model": fingerprint,
     }
+    if isinstance(raster, AssembledRaster):
+        for part in raster.parts:
+            if part.path != raster.path:
+                stat = part.path.stat()
+                manifest[f"{part.kind} source {part.path.resolve()}"] = [stat.st_size, stat.st_mtime_ns]
+    return manifest
 
 
 def open_work(work: WorkDir, state: JobState, manifest: dict[str, Any], raster: InputRaster, bands: int) -> set[int]:

@@ -147,6 +147,7 @@ def detection_section(config: FlairConfig, summary: DetectionSummary) -> str:
         ("time", f"{summary.seconds:.1f} s"),
         ("throughput", f"{summary.km2_per_hour:.3f} km²/h"),
         ("network", f"{summary.backend} on {summary.device}, {summary.world_size} rank(s)"),
+        ("forward passes per tile", summary.passes),
         ("stitching", summary.stitching),
         ("model", f"{config.model.arch} / {config.model.encoder}"),
         ("channels", ", ".join(str(c) for c in config.data.channels)),

@@ -25,6 +25,7 @@ from rasterio.windows import Window
 
 from flairkit.atomic import atomic_path, check_writable, write_text_atomic
 from flairkit.config.schema import FlairConfig
+from flairkit.data.assembly import AssembledRaster
 from flairkit.data.scenes import InputRaster, nodata_note
 from flairkit.detection.distributed import Ranks, init_ranks
 from flairkit.detection.jobs import (
@@ -53,6 +54,7 @@ from flairkit.detection.writing import (
     convert_to_cog,
     legend,
     qml_style,
+    warp_map,
     write_class_map,
     write_scores,
 )
@@ -79,14 +81,17 @@ def _evaluate(raw: RawRaster, labels: Path, raster: InputRaster, settings: Detec
 def _assemble(job: MapJob, raw: RawRaster, work: WorkDir, settings: DetectionSettings, overwrite: bool) -> np.ndarray:
     """Write the final files of ``job`` from the finished raw blocks; return pixel counts per target."""
     raster, nomenclature = job.raster, settings.nomenclature
+    on_input = settings.output_grid == "input" and isinstance(raster, AssembledRaster)
     with atomic_path(job.map, overwrite=overwrite) as tmp:
+        final = work.path / "map.tif" if settings.cog else tmp
+        written = work.path / "map_reference.tif" if on_input else final
+        counts = write_class_map(raw, written, raster, nomenclature, settings.codes)
+        if on_input:
+            warp_map(written, final, raster.path)
+            written.unlink()
         if settings.cog:
-            plain = work.path / "map.tif"
-            counts = write_class_map(raw, plain, raster, nomenclature, settings.codes)
-            convert_to_cog(plain, tmp)
-            plain.unlink()
-        else:
-            counts = write_class_map(raw, tmp, raster, nomenclature, settings.codes)
+            convert_to_cog(final, tmp)
+            final.unlink()
     write_text_atomic(job.style, qml_style(legend(nomenclature, settings.codes)), overwrite=overwrite)
     if job.scores is not None:
         with atomic_path(job.scores, overwrite=overwrite) as tmp:

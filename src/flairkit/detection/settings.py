@@ -53,6 +53,8 @@ class DetectionSettings:
     assembly: dict[str, Any]
     """Keyword arguments of :func:`~flairkit.data.assembly.inspect_assembly` (detect.inputs and its grid); empty
     when each input is one stacked orthophoto."""
+    output_grid: str
+    """detect.output_grid: reference, or input (an assembly's map warped back onto its rgb source's grid)."""
 
     @property
     def passes(self) -> str:
@@ -119,6 +121,11 @@ def resolve_settings(config: FlairConfig, block_size: int | None, precision: tor
                 f"choose among {', '.join(enabled_names)}"
             )
         probabilities.append(nomenclature.names.index(name))
+    if detect.output_grid == "input" and (probabilities or detect.confidence or detect.vectorize):
+        raise ConfigError(
+            "detect.output_grid=input warps the class map only; set detect.output_grid=reference to write "
+            "scores (detect.probabilities, detect.confidence) or polygons (detect.vectorize)"
+        )
     return DetectionSettings(
         channels=tuple(config.data.channels),
         nomenclature=nomenclature,
@@ -144,6 +151,7 @@ def resolve_settings(config: FlairConfig, block_size: int | None, precision: tor
         min_area=detect.min_polygon_area,
         simplify=detect.simplify_tolerance,
         assembly=_assembly(config) if detect.inputs else {},
+        output_grid=detect.output_grid,
     )
 
 

@@ -17,6 +17,8 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 import rasterio
 import rasterio.shutil
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from flairkit.data.scenes import InputRaster, Span
@@ -140,6 +142,23 @@ def write_class_map(
             counts += np.bincount(targets.reshape(-1), minlength=256)
             dst.write(lookup[targets], 1, window=Window(cols.start, rows.start, cols.size, rows.size))
     return counts
+
+
+def warp_map(reference: Path, path: Path, grid: Path) -> None:
+    """Write the class map ``reference`` again at ``path`` on the grid (CRS, pixel size, extent) of the raster
+    ``grid``, by nearest resampling, window by window; pixels outside the reference map are nodata."""
+    with rasterio.open(grid) as target, rasterio.open(reference) as src:
+        warp = {"crs": target.crs, "transform": target.transform, "width": target.width, "height": target.height}
+        profile = {**src.profile, **warp}
+        with (
+            WarpedVRT(src, resampling=Resampling.nearest, nodata=src.nodata, **warp) as vrt,
+            rasterio.open(path, "w", **profile) as dst,
+        ):
+            dst.write_colormap(1, src.colormap(1))
+            dst.update_tags(1, **src.tags(1))
+            for rows, cols in windows(target.height, target.width, OUTPUT_TILE, COLUMN_CHUNK):
+                window = Window(cols.start, rows.start, cols.size, rows.size)
+                dst.write(vrt.read(1, window=window), 1, window=window)
 
 
 def write_scores(raw: RawRaster, path: Path, raster: InputRaster, descriptions: Sequence[str]) -> None:

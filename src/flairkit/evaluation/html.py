@@ -346,14 +346,18 @@ def gallery(scores: Sequence[PatchScore], nomenclature: Nomenclature, scored_tar
     )
 
 
-def _weights_rows(pred_dir: Path) -> list[tuple[str, object]]:
+def _manifest_rows(pred_dir: Path) -> list[tuple[str, object]]:
+    """The weights and forward passes per patch (test-time augmentation x ensemble) of the predictions' manifest."""
     try:
         manifest = json.loads((pred_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return []
-    if not isinstance(manifest, dict) or not manifest.get("weights"):
+    if not isinstance(manifest, dict):
         return [("weights", "not recorded")]
-    return [("weights", manifest["weights"]), ("weights sha256", manifest.get("weights_sha256"))]
+    passes = [("forward passes per patch", manifest["passes"])] if manifest.get("passes") else []
+    if not manifest.get("weights"):
+        return [("weights", "not recorded"), *passes]
+    return [("weights", manifest["weights"]), ("weights sha256", manifest.get("weights_sha256")), *passes]
 
 
 def run_details(config_text: str, rows: Sequence[tuple[str, object]] = ()) -> str:
@@ -381,7 +385,12 @@ def evaluation_section(
     scores = patch_scores(records, pred_dir, nomenclature, metrics.kept, patch_pixels)
     saved_config = out_dir / "config.yaml"
     config_text = saved_config.read_text(encoding="utf-8") if saved_config.is_file() else config_to_yaml(config)
-    rows = [("split", split), ("output folder", out_dir), *_weights_rows(pred_dir)]
+    rows = [
+        ("split", split),
+        ("output folder", out_dir),
+        ("evaluate.tta", config.evaluate.tta),
+        *_manifest_rows(pred_dir),
+    ]
     body = (
         f"{metrics_body(metrics, out_dir / METRICS_DIR)}<h3>Worst and best patches</h3>"
         f"{gallery(scores, nomenclature, metrics.kept)}<h3>Run</h3>{run_details(config_text, rows)}"

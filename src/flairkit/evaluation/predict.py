@@ -21,6 +21,7 @@ from flairkit.config.schema import FlairConfig
 from flairkit.data.datamodule import build_dataset, split_records
 from flairkit.data.datasets import collate_patches
 from flairkit.data.discovery import PatchRecord
+from flairkit.data.hub.aerial import hub_settings
 from flairkit.data.rasters import read_profile, write_raster
 from flairkit.devices import (
     default_num_workers,
@@ -29,6 +30,7 @@ from flairkit.devices import (
     resolve_device,
     resolve_precision,
 )
+from flairkit.errors import ConfigError
 from flairkit.evaluation.confusion import ConfusionAccumulator
 from flairkit.evaluation.html import REPORT_FILE, write_evaluation_report
 from flairkit.evaluation.manifest import (
@@ -40,7 +42,7 @@ from flairkit.evaluation.manifest import (
     weights_files,
 )
 from flairkit.evaluation.protocols import Metrics, compute_metrics
-from flairkit.evaluation.report import write_metrics
+from flairkit.evaluation.report import inference_settings, write_metrics
 from flairkit.models.inference import Predictor, forward_passes
 from flairkit.models.onnx import OnnxSegmenter, onnx_on_device
 from flairkit.nomenclature import get_nomenclature
@@ -288,9 +290,10 @@ def evaluate(
     check_writable(out_dir / REPORT_FILE, overwrite)
     records = split_records(config, split)
     check_not_inputs([out_dir / CONFIG_FILE], inputs)
+    models = [model] if isinstance(model, nn.Module) else list(model)
     result = predict_records(
         config,
-        model,
+        models,
         records,
         out_dir / "predictions",
         with_labels=True,
@@ -301,7 +304,7 @@ def evaluate(
     )
     _save_config(config, out_dir, weights)
     metrics = compute_metrics(result.confmat, get_nomenclature(config.data.nomenclature), config.evaluate.protocol)
-    write_metrics(metrics, out_dir, overwrite=overwrite)
+    write_metrics(metrics, out_dir, overwrite=overwrite, inference=inference_settings(config.evaluate.tta, len(models)))
     write_evaluation_report(
         config, metrics, out_dir, records, split=split, patch_pixels=result.patch_pixels, overwrite=overwrite
     )
@@ -320,6 +323,12 @@ def metrics_from_predictions(
     ``out_dir/metrics/`` and returned."""
     from flairkit.evaluation.pairs import confusion_from_files, pair_predictions
 
+    if hub_settings(config.data) is not None:
+        # FLAIR-HUB labels are 0-based targets, not the FLAIR codes these pairs are read as.
+        raise ConfigError(
+            "flair metrics reads FLAIR #1/#2 masks (MSK_*.tif of class codes); for FLAIR-HUB data run "
+            "`flair evaluate`, which predicts and scores the split with its COSIA labels"
+        )
     check_writable(Path(out_dir) / "metrics" / "metrics.json", overwrite)
     nomenclature = get_nomenclature(config.data.nomenclature)
     masks = [r.mask for r in split_records(config, split) if r.mask is not None]

@@ -20,6 +20,7 @@ from flairkit.atomic import atomic_path, write_text_atomic
 from flairkit.errors import DataError, OutputExistsError
 from flairkit.evaluation.figures import plot_confusion, plot_iou_bars
 from flairkit.evaluation.protocols import AVG_METRIC_NAMES, Metrics
+from flairkit.models.inference import TTA_TRANSFORMS, forward_passes
 
 METRICS_DIR = "metrics"
 FILES = {
@@ -42,9 +43,22 @@ def format_value(value: float | None, digits: int = 2) -> str:
     return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
-def metrics_json(metrics: Metrics) -> dict[str, Any]:
-    """The official ``metrics.json`` content plus ``protocol`` and ``nomenclature`` keys."""
-    return {**metrics.to_official_json(), "protocol": metrics.protocol, "nomenclature": metrics.nomenclature}
+def inference_settings(tta: str, models: int) -> dict[str, Any]:
+    """How predictions were made: ``evaluate.tta``, the networks averaged (an ensemble) and the forward passes per
+    patch they cost (the ``inference`` entry of ``metrics.json``)."""
+    return {
+        "tta": tta,
+        "models": models,
+        "forward_passes": len(TTA_TRANSFORMS[tta]) * models,
+        "summary": forward_passes(tta, models),
+    }
+
+
+def metrics_json(metrics: Metrics, inference: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The official ``metrics.json`` content plus ``protocol`` and ``nomenclature`` keys, and ``inference`` (see
+    :func:`inference_settings`) when the predictions were made here."""
+    content = {**metrics.to_official_json(), "protocol": metrics.protocol, "nomenclature": metrics.nomenclature}
+    return content if inference is None else {**content, "inference": inference}
 
 
 def _per_class_csv(metrics: Metrics) -> str:
@@ -95,8 +109,15 @@ def _report_md(metrics: Metrics, figure_names: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_metrics(metrics: Metrics, out_dir: Path, overwrite: bool = False, figures: bool = True) -> dict[str, Path]:
+def write_metrics(
+    metrics: Metrics,
+    out_dir: Path,
+    overwrite: bool = False,
+    figures: bool = True,
+    inference: dict[str, Any] | None = None,
+) -> dict[str, Path]:
     """Write ``out_dir/metrics/`` (confmat.npy, metrics.json, per_class.csv, report.md, PNGs); return the paths.
+    ``inference``: how the predictions were made (:func:`inference_settings`), recorded in metrics.json.
 
     Refuses, before writing anything, when one of these files exists and ``overwrite`` is off.
     """
@@ -122,7 +143,7 @@ def write_metrics(metrics: Metrics, out_dir: Path, overwrite: bool = False, figu
     figure_names = [FIGURES[key] for key in FIGURES if key in paths]
     write_text_atomic(paths["report"], _report_md(metrics, figure_names), overwrite=overwrite)
     # metrics.json last: its presence tells readers (compare, read_metrics) that the folder is complete.
-    text = json.dumps(metrics_json(metrics), indent=2, allow_nan=False) + "\n"
+    text = json.dumps(metrics_json(metrics, inference), indent=2, allow_nan=False) + "\n"
     write_text_atomic(paths["metrics"], text, overwrite=overwrite)
     return paths
 

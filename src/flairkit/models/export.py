@@ -1,7 +1,8 @@
 """Self-contained model bundles: weights (safetensors), the resolved config, optionally an ONNX graph.
 
 A bundle folder holds ``model.safetensors`` (flairkit key layout), ``config.json`` (the resolved config,
-machine-specific paths removed) and, on request, ``model.onnx`` (input ``image``: normalised float NCHW with
+machine-specific paths removed), ``nomenclature.yaml`` (the text of a YAML nomenclature, restored where the
+recorded path no longer holds it) and, on request, ``model.onnx`` (input ``image``: normalised float NCHW with
 a dynamic batch; optional input ``metadata``; output ``logits``). Any flairkit command accepts the folder
 as its weights; :class:`flairkit.models.onnx.OnnxSegmenter` runs the ONNX graph in place of the torch model.
 """
@@ -25,6 +26,7 @@ from flairkit.errors import CheckpointError, ConfigError
 from flairkit.models.onnx import BUNDLE_ONNX, OnnxSegmenter, export_onnx, verify_onnx
 from flairkit.models.weights import (
     BUNDLE_CONFIG,
+    BUNDLE_NOMENCLATURE,
     BUNDLE_WEIGHTS,
     explain_mismatch,
     load_network,
@@ -32,6 +34,7 @@ from flairkit.models.weights import (
     tensor_shapes,
     without_machine_paths,
 )
+from flairkit.nomenclature import get_nomenclature
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +101,10 @@ def export_bundle(
     try:
         _save_safetensors(model, staging / BUNDLE_WEIGHTS, config)
         (staging / BUNDLE_CONFIG).write_text(json.dumps(bundle_config_dict(config), indent=2) + "\n", encoding="utf-8")
+        yaml_file = get_nomenclature(config.data.nomenclature).source
+        if yaml_file is not None:
+            # The YAML's text, not only its path: the bundle stays usable when the file moves or changes.
+            shutil.copyfile(yaml_file, staging / BUNDLE_NOMENCLATURE)
         if onnx:
             in_channels = len(config.data.channels)
             export_onnx(model, staging / BUNDLE_ONNX, in_channels, tile_size)

@@ -7,6 +7,7 @@ task as ``self.model``, official ``.ckpt`` files load strictly.
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from typing import Any
 
@@ -14,8 +15,9 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
 
-from flairkit.config.schema import FlairConfig
+from flairkit.config.schema import FlairConfig, NormLayer
 from flairkit.errors import ConfigError
 from flairkit.nomenclature import get_nomenclature
 
@@ -23,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 METADATA_SIZE = 45
 """Length of the aerial metadata encoding (see :mod:`flairkit.data.metadata`)."""
+MAX_GROUPS = 32
+"""GroupNorm groups of ``model.norm=group`` (Wu & He, 2018); fewer when the channels are not a multiple of it."""
 
 
 class MetadataMLP(nn.Module):
@@ -131,6 +135,45 @@ def build_aerial_model(config: FlairConfig, pretrained_encoder: bool = True) -> 
         config.model.smp_kwargs,
     )
     return AerialSegmenter(seg_model, use_metadata=config.data.metadata)
+
+
+def norm_groups(channels: int) -> int:
+    """GroupNorm groups for ``channels``: 32, or the largest power of two dividing ``channels`` when smaller."""
+    return math.gcd(MAX_GROUPS, channels)
+
+
+def _replacement(layer: nn.BatchNorm2d, norm: NormLayer) -> nn.Module:
+    if norm == "group":
+        group = nn.GroupNorm(norm_groups(layer.num_features), layer.num_features, eps=layer.eps)
+        if layer.affine:
+            group.weight.data.copy_(layer.weight.data)
+            group.bias.data.copy_(layer.bias.data)
+        return group
+    frozen = FrozenBatchNorm2d(layer.num_features, eps=layer.eps)
+    if layer.affine:
+        frozen.weight.copy_(layer.weight.data)
+        frozen.bias.copy_(layer.bias.data)
+    if layer.track_running_stats:
+        frozen.running_mean.copy_(layer.running_mean)
+        frozen.running_var.copy_(layer.running_var)
+    return frozen
+
+
+def replace_batchnorm(module: nn.Module, norm: NormLayer) -> nn.Module:
+    """``module`` with every BatchNorm2d replaced as ``model.norm`` says, in place; returns ``module``.
+
+    group: GroupNorm (:func:`norm_groups` groups) starting from the layer's scale and shift, its running statistics
+    dropped; frozen_batch: torchvision's FrozenBatchNorm2d, statistics, scale and shift fixed as they are; batch:
+    unchanged.
+    """
+    if norm == "batch":
+        return module
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            setattr(module, name, _replacement(child, norm))
+        else:
+            replace_batchnorm(child, norm)
+    return module
 
 
 def count_parameters(module: nn.Module) -> int:

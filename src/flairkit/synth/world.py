@@ -26,6 +26,7 @@ Layout in ``out`` (``<D>`` = ``D0xx_YYYY`` domain, ``<Z>`` = ``Z<n>_<AA>`` area)
     flair_aerial_metadata.json, flair-2_centroids_sp_to_patch.json
     train.csv, val.csv, test.csv                   FLAIR-1 lists (no header, relative paths, CRLF)
     orthophotos/ORTHO_<i>.tif, orthophotos/LABELS_<i>.tif
+    orthophotos/ORTHO_<i>_{RVB,IRC,DSM,DTM}.tif   with ``products``: the same as separate products
     world.json, README.txt
 
 Generation is deterministic for a seed: the same options give byte-identical files.
@@ -55,6 +56,7 @@ from flairkit.data.rasters import AERIAL_RESOLUTION, LAMBERT93, write_raster
 from flairkit.errors import ConfigError, OutputExistsError
 from flairkit.nomenclature import FLAIR_CLASSES, MAX_CODE
 from flairkit.synth.layout import LOT_SPACING, Layout, build_layout
+from flairkit.synth.products import write_products
 from flairkit.synth.render import AerialRenderer, Radiometry
 from flairkit.synth.sentinel import (
     S2_RESOLUTION,
@@ -104,6 +106,8 @@ class SynthOptions:
     n_orthos: int = 1
     ortho_size: int = 4096
     """Side in pixels of each large orthophoto (0 = none)."""
+    products: bool = False
+    """Also write each orthophoto as separate RVB, IRC, DSM and DTM products (see :mod:`flairkit.synth.products`)."""
     test_domains: int = 1
     """The last domains form the test split."""
     val_domains: int = 1
@@ -564,6 +568,8 @@ def synthesize_world(out: Path, options: SynthOptions | None = None, overwrite: 
                 image, labels, histogram, info = _write_ortho(i, domain, options, ortho_seeds[i], tmp / "orthophotos")
                 orthos.append((out / image.relative_to(tmp), out / labels.relative_to(tmp)))
                 info["class_histogram"] = _histogram_dict(histogram)
+                if options.products:
+                    info["products"] = {kind: path.name for kind, path in write_products(image).items()}
                 ortho_info.append(info)
         split_histograms = {split: _histogram_dict(histograms[split]) for split in SPLITS if rows[split]}
         world = {

@@ -15,12 +15,14 @@ import torch
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch.utils.data import DataLoader
 
 from flairkit.allocator import retained_freed_memory
-from flairkit.atomic import check_writable, write_text_atomic
+from flairkit.atomic import atomic_path, check_writable, write_text_atomic
 from flairkit.config.loading import save_resolved_config
 from flairkit.config.schema import FlairConfig
 from flairkit.data.datamodule import FlairDataModule, class_pixel_counts
+from flairkit.data.datasets import collate_patches
 from flairkit.devices import math_settings
 from flairkit.errors import ConfigError, OutputExistsError
 from flairkit.models.build import build_model
@@ -28,9 +30,11 @@ from flairkit.nomenclature import get_nomenclature
 from flairkit.training.freezing import FreezeEncoder
 from flairkit.training.losses import aerial_class_weights, balanced_class_weights
 from flairkit.training.module import SegmentationTask
+from flairkit.training.recalibration import recalibrate_batchnorm
 
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
+RECALIBRATED_CHECKPOINT = "recalibrated.ckpt"
 
 
 @dataclass
@@ -45,6 +49,8 @@ class TrainResult:
     val_miou: float | None
     adaptations: tuple[str, ...] = ()
     """How the init weights were adapted to other classes or bands (fine-tuning), one sentence each."""
+    recalibrated_checkpoint: Path | None = None
+    """The final weights with BatchNorm statistics measured again (``train.recalibrate_batchnorm``), else None."""
 
     def to_json(self) -> str:
         return json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}, indent=2)
@@ -172,13 +178,46 @@ def _class_weights(config: FlairConfig, datamodule: FlairDataModule) -> torch.Te
     return balanced_class_weights(aerial_class_weights(get_nomenclature(config.data.nomenclature)), counts)
 
 
+def _write_recalibrated(
+    config: FlairConfig, task: SegmentationTask, datamodule: FlairDataModule, trainer: L.Trainer, run_dir: Path
+) -> Path:
+    """Measure the final weights' BatchNorm statistics over the training patches, each once and without
+    augmentation, and write them as ``checkpoints/recalibrated.ckpt``."""
+    loader = DataLoader(
+        datamodule.datasets["train"],
+        batch_size=config.data.batch_size,
+        num_workers=config.data.num_workers or 0,
+        collate_fn=collate_patches,
+    )
+    device = trainer.strategy.root_device
+    task.to(device)
+
+    def forward(batch: dict[str, Any]) -> object:
+        return task(task.prepare_batch(task.transfer_batch_to_device(batch, device, 0)))
+
+    recalibrate_batchnorm(task, loader, forward=forward)
+    task.cpu()
+    checkpoint = {
+        "state_dict": task.state_dict(),
+        "hyper_parameters": dict(task.hparams),
+        "epoch": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "pytorch-lightning_version": L.__version__,
+    }
+    path = run_dir / CHECKPOINT_DIR / RECALIBRATED_CHECKPOINT
+    with atomic_path(path, overwrite=True) as temporary:
+        torch.save(checkpoint, temporary)
+    return path
+
+
 def train(
     config: FlairConfig, *, overwrite: bool = False, progress: bool = True, callbacks: Sequence[L.Callback] = ()
 ) -> TrainResult:
     """Train the model of ``config``; resume when ``config.train.resume_from`` is set.
 
     Writes the resolved config, TensorBoard and CSV logs and checkpoints (best on val_loss + last)
-    under ``config.run_dir``. ``callbacks`` are Lightning callbacks run besides flairkit's own.
+    under ``config.run_dir``, and with ``train.recalibrate_batchnorm`` the final weights recalibrated
+    (``recalibrated.ckpt``). ``callbacks`` are Lightning callbacks run besides flairkit's own.
     """
     from flairkit.models.weights import check_resume_checkpoint, load_init_weights, safe_unpickling
 
@@ -218,6 +257,9 @@ def train(
     checkpoint_callback = trainer.checkpoint_callback
     best = Path(checkpoint_callback.best_model_path) if checkpoint_callback.best_model_path else None
     metrics = trainer.callback_metrics
+    recalibrated = None
+    if config.train.recalibrate_batchnorm and trainer.is_global_zero:
+        recalibrated = _write_recalibrated(config, task, datamodule, trainer, run_dir)
     result = TrainResult(
         run_dir=run_dir,
         best_checkpoint=best,
@@ -226,6 +268,7 @@ def train(
         val_loss=float(metrics["val_loss"]) if "val_loss" in metrics else None,
         val_miou=float(metrics["val_miou"]) if "val_miou" in metrics else None,
         adaptations=adaptations,
+        recalibrated_checkpoint=recalibrated,
     )
     if trainer.is_global_zero:
         write_text_atomic(run_dir / "train_summary.json", result.to_json())

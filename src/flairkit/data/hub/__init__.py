@@ -3,6 +3,7 @@
 One module per concept: :mod:`~flairkit.data.hub.layout` (folders, patch ids, split CSVs, GLOBAL_ALL_MTD
 GeoPackages), :mod:`~flairkit.data.hub.sentinel` (dates, cloud and snow filtering, monthly means),
 :mod:`~flairkit.data.hub.elevation` (DEM_ELEV channels), :mod:`~flairkit.data.hub.dataset` (a torch dataset
-over any subset of modalities and its collate) and :mod:`~flairkit.data.hub.check` (``flair data check``);
-the synthetic FLAIR-HUB world is :mod:`flairkit.synth.hub` (``flair data synth --layout hub``).
+over any subset of modalities and its collate), :mod:`~flairkit.data.hub.check` (``flair data check``) and
+:mod:`~flairkit.data.hub.aerial` (aerial patches and COSIA labels for ``flair train`` and ``flair evaluate``); the
+synthetic FLAIR-HUB world is :mod:`flairkit.synth.hub` (``flair data synth --layout hub``).
 """

@@ -247,19 +247,23 @@ class HubDataset(Dataset):
         return masks
 
     def _label(self, patch: HubPatch, label: str) -> np.ndarray:
-        path = patch.files[label]
-        band = 1 if label == COSIA else self.config.lpis_level
-        values = read_raster(path, bands=[band])[0]
-        classes = label_classes(label, self.config.lpis_level)
-        if not np.issubdtype(values.dtype, np.integer):
-            raise DataError(f"{path}: labels are {values.dtype}, FLAIR-HUB labels are integer class values; replace it")
-        invalid = np.unique(values[(values < 0) | (values >= len(classes))])
-        if invalid.size:
-            raise DataError(
-                f"{path}: band {band} holds values {invalid[:8].tolist()} outside 0..{len(classes) - 1} "
-                f"({len(classes)} classes); fix the file, `flair data check` lists every bad file"
-            )
-        return values.astype(np.uint8)
+        return read_label(patch.files[label], label, self.config.lpis_level)
+
+
+def read_label(path: Path, label: str, lpis_level: int = 1) -> np.ndarray:
+    """The (H, W) uint8 0-based classes of a label file (COSIA, or an LPIS level's band); bad values name the file."""
+    band = 1 if label == COSIA else lpis_level
+    values = read_raster(path, bands=[band])[0]
+    classes = label_classes(label, lpis_level)
+    if not np.issubdtype(values.dtype, np.integer):
+        raise DataError(f"{path}: labels are {values.dtype}, FLAIR-HUB labels are integer class values; replace it")
+    invalid = np.unique(values[(values < 0) | (values >= len(classes))])
+    if invalid.size:
+        raise DataError(
+            f"{path}: band {band} holds values {invalid[:8].tolist()} outside 0..{len(classes) - 1} "
+            f"({len(classes)} classes); fix the file, `flair data check` lists every bad file"
+        )
+    return values.astype(np.uint8)
 
 
 def _as_tensor(array: np.ndarray) -> torch.Tensor:

@@ -29,18 +29,21 @@ from flairkit.models.weights.loading import (
 )
 from flairkit.models.weights.sources import (
     BUNDLE_CONFIG,
+    BUNDLE_NOMENCLATURE,
     BUNDLE_WEIGHTS,
     ONNX_SUFFIX,
     WeightsSource,
     config_from_checkpoint,
     read_bundle_config,
     resolve_source,
+    weights_config_overrides,
     weights_config_source,
     without_machine_paths,
 )
 
 __all__ = [
     "BUNDLE_CONFIG",
+    "BUNDLE_NOMENCLATURE",
     "BUNDLE_WEIGHTS",
     "ONNX_SUFFIX",
     "LoadReport",
@@ -63,6 +66,7 @@ __all__ = [
     "safe_unpickling",
     "summarize",
     "tensor_shapes",
+    "weights_config_overrides",
     "weights_config_source",
     "without_machine_paths",
 ]

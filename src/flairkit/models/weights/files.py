@@ -155,7 +155,7 @@ def nomenclature_cache() -> Path:
     return Path(root) / "nomenclatures"
 
 
-def _saved_nomenclature(text: str, name: str) -> Path:
+def saved_nomenclature(text: str, name: str) -> Path:
     """The nomenclature YAML ``text`` as a file named ``name``, in a cache folder named by its content."""
     path = nomenclature_cache() / hashlib.sha256(text.encode("utf-8")).hexdigest()[:16] / name
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
@@ -181,7 +181,7 @@ def _embedded_config(obj: Any) -> dict[str, Any] | None:
     if isinstance(text, str) and isinstance(data, Mapping) and is_nomenclature_file(data.get("nomenclature", "")):
         recorded = Path(data["nomenclature"])
         if not (recorded.is_file() and recorded.read_text(encoding="utf-8") == text):
-            config["data"] = {**data, "nomenclature": str(_saved_nomenclature(text, recorded.name))}
+            config["data"] = {**data, "nomenclature": str(saved_nomenclature(text, recorded.name))}
     return config
 
 

@@ -17,6 +17,7 @@ from torch import nn
 
 from flairkit.config.schema import RELEASE_WEIGHTS, FlairConfig
 from flairkit.errors import CheckpointError, ConfigError
+from flairkit.models.factory import replace_batchnorm
 from flairkit.models.weights.adapt import adapt_channels, grouped_rows, rebuild_head
 from flairkit.models.weights.describe import explain_mismatch, tensor_shapes
 from flairkit.models.weights.files import RawCheckpoint, read_checkpoint
@@ -34,6 +35,7 @@ _CONSISTENCY_KEYS = (
     ("model", "arch"),
     ("model", "encoder"),
     ("model", "multimodal"),
+    ("model", "norm"),
 )
 CHECK_KEY = "model.weights_config_check"
 _ALLOW = f"{CHECK_KEY}=warn"
@@ -320,17 +322,33 @@ def load_init_weights(model: nn.Module, config: FlairConfig) -> LoadReport:
     allowed = ["data.nomenclature"] if config.train.rebuild_head else []
     if config.train.adapt_inputs:
         allowed += ["data.channels", "data.normalization"]
+    # BatchNorm weights (IGN's carry no config: BatchNorm too) fine-tune into model.norm group or frozen_batch: loaded
+    # into the BatchNorm network, then converted as model.norm says.
+    saved_model = saved.get("model") if isinstance(saved, Mapping) else None
+    saved_norm = saved_model.get("norm", "batch") if isinstance(saved_model, Mapping) else "batch"
+    converting = config.model.norm != "batch" and saved_norm == "batch"
+    if converting:
+        allowed.append("model.norm")
     origin = f"train.init_weights {source.origin}"
     differences = check_weights_config(config, saved, origin, fine_tuning=True, allowed=allowed)
-    adapt, notes = _adaptations(model, config, saved, differences) if differences else (None, [])
+    target = model
+    if converting:
+        from flairkit.models.build import build_model
+
+        batch_model = config.model.model_copy(update={"norm": "batch"})
+        target = build_model(config.model_copy(update={"model": batch_model}), pretrained_encoder=False)
+    adapt, notes = _adaptations(target, config, saved, differences) if differences else (None, [])
     for note in notes:
         logger.info("%s: %s", origin, note)
     rebuilt = "data.nomenclature" in differences
     head: Head = "load" if rebuilt or config.model.weights_config_check == "strict" else "if-fits"
     try:
-        report = _load_weights(model, source.path, strict=True, config=config, raw=raw, head=head, adapt=adapt)
+        report = _load_weights(target, source.path, strict=True, config=config, raw=raw, head=head, adapt=adapt)
     except CheckpointError as error:
         if config.model.weights_config_check != "strict":
             raise
         raise CheckpointError(f"{error}\n{_FINE_TUNING_HINT}") from None
+    if converting:
+        model.load_state_dict(replace_batchnorm(target, config.model.norm).state_dict())
+        notes.append(f"BatchNorm layers converted to model.norm={config.model.norm} after loading")
     return replace(report, adaptations=tuple(notes))

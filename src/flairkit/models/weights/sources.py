@@ -9,10 +9,14 @@ from typing import Any
 
 from flairkit.config.schema import FlairConfig
 from flairkit.errors import CheckpointError
-from flairkit.models.weights.files import read_checkpoint
+from flairkit.models.weights.files import read_checkpoint, saved_nomenclature
+from flairkit.nomenclature import is_nomenclature_file
 
 BUNDLE_WEIGHTS = "model.safetensors"
 BUNDLE_CONFIG = "config.json"
+BUNDLE_NOMENCLATURE = "nomenclature.yaml"
+"""The text of the nomenclature YAML a bundle was exported with (when it has one): the bundle keeps working
+wherever that YAML went."""
 
 
 @dataclass(frozen=True)
@@ -25,11 +29,8 @@ class WeightsSource:
     """How the source was named: file, bundle or released model."""
 
 
-def read_bundle_config(folder: Path) -> FlairConfig:
-    """The config.json of an exported bundle folder, validated."""
+def _bundle_json(folder: Path) -> dict[str, Any]:
     import json
-
-    from flairkit.config import config_from_dict
 
     config_file = folder / BUNDLE_CONFIG
     if not config_file.is_file():
@@ -40,7 +41,36 @@ def read_bundle_config(folder: Path) -> FlairConfig:
         data = json.loads(config_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise CheckpointError(f"cannot read {config_file} ({error}); export the bundle again") from None
-    return config_from_dict(data, str(config_file))
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{config_file} is not a JSON object of config sections; export the bundle again")
+    return data
+
+
+def _restored_nomenclature(folder: Path, data: Mapping[str, Any]) -> str | None:
+    """The bundle's saved nomenclature YAML written back into the cache (as checkpoints do, see
+    :func:`~flairkit.models.weights.files.nomenclature_cache`) when the path recorded in ``data`` no longer holds its
+    text; None when nothing needs restoring."""
+    section = data.get("data")
+    recorded = section.get("nomenclature") if isinstance(section, Mapping) else None
+    saved = folder / BUNDLE_NOMENCLATURE
+    if not isinstance(recorded, str) or not is_nomenclature_file(recorded) or not saved.is_file():
+        return None
+    text = saved.read_text(encoding="utf-8")
+    path = Path(recorded)
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return None
+    return str(saved_nomenclature(text, path.name))
+
+
+def read_bundle_config(folder: Path) -> FlairConfig:
+    """The config.json of an exported bundle folder, validated (its nomenclature YAML restored if it moved)."""
+    from flairkit.config import config_from_dict
+
+    data = _bundle_json(folder)
+    restored = _restored_nomenclature(folder, data)
+    if restored is not None:
+        data = {**data, "data": {**data["data"], "nomenclature": restored}}
+    return config_from_dict(data, str(folder / BUNDLE_CONFIG))
 
 
 ONNX_SUFFIX = ".onnx"
@@ -135,3 +165,14 @@ def weights_config_source(source: Path | str) -> str | None:
     from flairkit.models import zoo
 
     return str(source) if str(source) in zoo.released_models() else None
+
+
+def weights_config_overrides(source: Path | str) -> list[str]:
+    """Overrides to load :func:`weights_config_source` with: ``data.nomenclature`` pointing to a bundle's saved
+    nomenclature YAML, restored, when the path its config.json records no longer holds that YAML."""
+    path = Path(source)
+    folder = path if path.is_dir() else path.parent if path.suffix == ONNX_SUFFIX else None
+    if folder is None or not (folder / BUNDLE_CONFIG).is_file():
+        return []
+    restored = _restored_nomenclature(folder, _bundle_json(folder))
+    return [] if restored is None else [f"data.nomenclature={restored}"]
