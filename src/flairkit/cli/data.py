@@ -38,10 +38,16 @@ class SynthLayout(str, Enum):
     hub = "hub"
 
 
-def _print_report(report: CheckReport) -> None:
-    table = Table(title="dataset check", show_header=False)
+def _facts_table(title: str) -> Table:
+    """A two-column table of facts (what, value) without a header."""
+    table = Table(title=title, show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value")
+    return table
+
+
+def _print_report(report: CheckReport) -> None:
+    table = _facts_table("dataset check")
     for what, value in report.summary:
         table.add_row(what, value)
     console.print(table)
@@ -197,9 +203,7 @@ def synth(
     }
     options = SynthOptions(**{key: value for key, value in given.items() if value is not None})
     summary = synthesize_world(out, options, overwrite)
-    table = Table(title=f"synthetic dataset in {summary.root}", show_header=False)
-    table.add_column("what", style="bold")
-    table.add_column("value")
+    table = _facts_table(f"synthetic dataset in {summary.root}")
     for split, count in summary.counts.items():
         names = ", ".join(summary.domains.get(split, []))
         table.add_row(f"{split} patches", f"{count} in {names}" if names else str(count))
@@ -218,9 +222,7 @@ def _synth_hub(out: Path, given: dict[str, Any], overwrite: bool) -> None:
 
     options = HubSynthOptions(**{key: value for key, value in given.items() if value is not None})
     summary = synthesize_hub_world(out, options, overwrite)
-    table = Table(title=f"synthetic FLAIR-HUB world in {summary.root}", show_header=False)
-    table.add_column("what", style="bold")
-    table.add_column("value")
+    table = _facts_table(f"synthetic FLAIR-HUB world in {summary.root}")
     for split, count in summary.counts.items():
         table.add_row(f"{split} patches (split_1)", f"{count} in {', '.join(summary.domains[split])}")
     for split, csv_path in summary.csv.items():
@@ -235,9 +237,7 @@ def _synth_country(out: Path, given: dict[str, Any], overwrite: bool) -> None:
 
     options = CountryOptions(**{key: value for key, value in given.items() if value is not None})
     summary = synthesize_country(out, options, overwrite)
-    table = Table(title=f"another country in {summary.root}", show_header=False)
-    table.add_column("what", style="bold")
-    table.add_column("value")
+    table = _facts_table(f"another country in {summary.root}")
     for image in summary.orthos:
         table.add_row("orthophoto (RGB)", str(image))
     table.add_row("vector labels", f"{summary.labels} ({summary.polygons} polygons, class field {CLASS_FIELD})")
