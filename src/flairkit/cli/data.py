@@ -25,6 +25,7 @@ from flairkit.cli.common import (
 from flairkit.data.check import CheckReport, check_dataset
 from flairkit.data.hub.check import check_hub_dataset
 from flairkit.data.hub.layout import is_hub_folder
+from flairkit.errors import ConfigError
 
 data_app = typer.Typer(
     help="Check FLAIR datasets, generate synthetic ones, cut your own, measure band statistics.", no_args_is_help=True
@@ -170,7 +171,7 @@ def synth(
         }
         for name, value in others.items():
             if value is not None:
-                raise typer.BadParameter(f"{name} does not apply to --country", param_hint=name)
+                raise ConfigError(f"{name} does not apply to --country; leave it out")
         _synth_country(out, {"n_orthos": orthos, "ortho_size": ortho_size, "seed": seed}, overwrite)
         return
     shared = {
@@ -190,7 +191,7 @@ def synth(
         }
         for name, value in flair2_only.items():
             if value is not None:
-                raise typer.BadParameter(f"{name} applies to --layout flair2 only", param_hint=name)
+                raise ConfigError(f"{name} applies to --layout flair2 only; leave it out")
         _synth_hub(out, shared, overwrite)
         return
     given = {
@@ -270,7 +271,7 @@ def _numbers(text: str | None, kind: type, option: str) -> list[Any] | None:
     try:
         return [kind(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise typer.BadParameter(f"expected comma-separated numbers, got {text!r}", param_hint=option) from None
+        raise ConfigError(f"{option} expects comma-separated numbers, got {text!r}") from None
 
 
 @data_app.command("patches")
@@ -329,7 +330,7 @@ def patches(
 
     shares = _numbers(split, float, "--split")
     if shares is None or len(shares) != 3:
-        raise typer.BadParameter(f"give 3 shares train,val,test, got {split!r}", param_hint="--split")
+        raise ConfigError(f"--split expects 3 shares train,val,test (e.g. 0.7,0.15,0.15), got {split!r}")
     options = PatchOptions(
         nomenclature=nomenclature,
         patch_size=patch_size,

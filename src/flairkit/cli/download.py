@@ -30,6 +30,7 @@ from flairkit.data.download import (
     download_dataset,
     load_manifest,
 )
+from flairkit.errors import ConfigError
 from flairkit.fetch import ProgressCallback
 
 _SHOWN_PROBLEMS = 20
@@ -108,9 +109,9 @@ def download_command(
         _print_datasets()
         return
     if name is None:
-        raise typer.BadParameter("name the dataset to download (see --list)", param_hint="NAME")
+        raise ConfigError("name the dataset to download (see `flair data download --list`)")
     if to is None:
-        raise typer.BadParameter("choose the folder that receives the dataset", param_hint="--to")
+        raise ConfigError("--to is missing: choose the folder that receives the dataset")
     with transfer_progress(progress) as report:
         result = download_dataset(
             name,

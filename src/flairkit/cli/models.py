@@ -12,6 +12,7 @@ from rich.table import Table
 
 from flairkit.cli.common import console, error_console, guarded
 from flairkit.config.schema import FLAIR_MEANS
+from flairkit.errors import ConfigError
 
 
 def _numbers(values: list[float] | None) -> str:
@@ -135,7 +136,7 @@ def _download(name: str | None) -> None:
     from flairkit.models.zoo import resolve_weights
 
     if name is None:
-        raise typer.BadParameter("name the released model to download (see `flair models`)", param_hint="NAME")
+        raise ConfigError("--download needs the name of a released model (see `flair models`)")
     with transfer_progress(error_console.is_terminal) as report:
         path = resolve_weights(name, progress=report)
     console.print(f"weights of {name}: {path}", highlight=False)
