@@ -124,3 +124,17 @@ def test_datamodule_samples_train_patches_by_class_rarity(tiny_world, tmp_path):
     expected = class_aware_patch_weights(per_patch, dataset.nomenclature.weights, 1.0)
     np.testing.assert_allclose(sampler.weights.numpy(), expected)
     assert datamodule.val_dataloader().sampler.weights is None
+
+
+def test_loss_balancing_and_class_aware_sampling_read_the_train_masks_once(tiny_world, tmp_path, monkeypatch):
+    from flairkit.data import datamodule as datamodule_module
+    from flairkit.training.run import _class_weights
+
+    config = tiny_config(tiny_world, tmp_path, "data.class_aware_sampling=1.0", "train.class_balancing=sqrt_inverse")
+    calls = []
+    counted = datamodule_module.patch_class_pixels
+    monkeypatch.setattr(datamodule_module, "patch_class_pixels", lambda dataset: calls.append(1) or counted(dataset))
+    datamodule = FlairDataModule(config)
+    assert _class_weights(config, datamodule) is not None
+    assert datamodule.train_dataloader().sampler.weights is not None
+    assert len(calls) == 1

@@ -100,7 +100,7 @@ class FlairDataModule(L.LightningDataModule):
         super().__init__()
         self.config = config
         self.datasets: dict[str, PatchDataset] = {}
-        self._train_weights: np.ndarray | None = None
+        self._train_pixels: np.ndarray | None = None
 
     def setup(self, stage: str | None = None) -> None:
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage or "", SPLITS)
@@ -111,6 +111,14 @@ class FlairDataModule(L.LightningDataModule):
     def _rank_and_world(self) -> tuple[int, int]:
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def train_patch_pixels(self) -> np.ndarray:
+        """Pixels per target of every train mask (:func:`patch_class_pixels`), read once for the class balancing
+        of the loss and the class-aware sampler."""
+        if self._train_pixels is None:
+            self.setup("fit")
+            self._train_pixels = patch_class_pixels(self.datasets["train"])
+        return self._train_pixels
 
     def _local_world_size(self) -> int | None:
         """Training processes sharing this machine's CPUs (None: as the launcher says, see default_num_workers).
@@ -128,11 +136,9 @@ class FlairDataModule(L.LightningDataModule):
         dataset = self.datasets[split]
         weights = None
         if split == "train" and data.class_aware_sampling > 0:
-            if self._train_weights is None:
-                self._train_weights = class_aware_patch_weights(
-                    patch_class_pixels(dataset), dataset.nomenclature.weights, data.class_aware_sampling
-                )
-            weights = self._train_weights.tolist()
+            weights = class_aware_patch_weights(
+                self.train_patch_pixels(), dataset.nomenclature.weights, data.class_aware_sampling
+            ).tolist()
         # Every rank gets as many batches; val and test flag their padded repeats so that no patch counts twice.
         sampler = EpochShuffleSampler(
             len(dataset),
@@ -176,11 +182,6 @@ def patch_class_pixels(dataset: PatchDataset) -> np.ndarray:
         targets = dataset.read_target(record)
         row += np.bincount(targets[targets != INVALID_TARGET].ravel(), minlength=n)[:n]
     return counts
-
-
-def class_pixel_counts(dataset: PatchDataset) -> np.ndarray:
-    """Pixels per target over every mask of ``dataset`` (int64, one entry per target)."""
-    return patch_class_pixels(dataset).sum(axis=0)
 
 
 def class_aware_patch_weights(per_patch: np.ndarray, class_weights: Sequence[float], power: float) -> np.ndarray:

@@ -21,7 +21,7 @@ from flairkit.allocator import retained_freed_memory
 from flairkit.atomic import atomic_path, check_writable, write_text_atomic
 from flairkit.config.loading import save_resolved_config
 from flairkit.config.schema import FlairConfig
-from flairkit.data.datamodule import FlairDataModule, class_pixel_counts
+from flairkit.data.datamodule import FlairDataModule
 from flairkit.data.datasets import collate_patches
 from flairkit.devices import math_settings
 from flairkit.errors import ConfigError, OutputExistsError
@@ -173,8 +173,7 @@ def _class_weights(config: FlairConfig, datamodule: FlairDataModule) -> torch.Te
     """Loss weights of the config's class balancing, measured on the train masks (None: the nomenclature's)."""
     if config.train.class_balancing == "none":
         return None
-    datamodule.setup("fit")
-    counts = class_pixel_counts(datamodule.datasets["train"])
+    counts = datamodule.train_patch_pixels().sum(axis=0)
     return balanced_class_weights(aerial_class_weights(get_nomenclature(config.data.nomenclature)), counts)
 
 
