@@ -1,14 +1,21 @@
 """Zone detection throughput (km²/h) and peak memory on synthetic orthophotos, margin and blend stitching.
 
 python benchmarks/bench_detection.py [--sizes 2048 4096] [--modes margin blend] [--device cpu]
-                                     [--set detect.tile_size=512 ...] [--assembled] [--record]
+                                     [--set detect.tile_size=512 ...] [--network resnet34|tiny]
+                                     [--assembled [--repeats 3]] [--record]
 
-Each (size, mode) runs in its own process with a U-Net ResNet34, 5 bands, random weights (throughput does
+Each (size, mode, input) runs in its own process with a U-Net ResNet34, 5 bands, random weights (throughput does
 not depend on the weights), the ``flair detect`` defaults unless ``--set`` overrides them (e.g.
 ``--set detect.tile_size=512 detect.fit_tiles=false detect.batch_size=4`` for flair-detect's tiling). Peak
-RSS is the resident-memory high-water mark of that process while detecting (imports and model included).
+RSS is the resident-memory high-water mark of that process while detecting (imports and model included), and
+the table ends with each (mode, input)'s growth from the smallest raster to the largest. ``--network tiny`` maps
+with a 1x1 convolution instead (5 bands to 19 logits): memory runs on large rasters then cost reading,
+stitching and writing only, which is what could grow with the raster. Inputs are written by strips,
+ZSTD-compressed, and deleted once their size is done.
+
 ``--assembled`` also maps the same area from separate RVB, IRC, DSM and DTM files (``detect.inputs``, warped on
-the fly) and gives the time ratio assembled / stacked.
+the fly), and times assembled against stacked on the smallest size in one process: one untimed run of each,
+then ``--repeats`` alternating runs of each; the ratio is of the best times.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import itertools
 import json
 import os
 import resource
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +35,10 @@ import numpy as np
 from common import add_record_option, markdown_table, record, run_in_child
 
 FRANCE_KM2 = 550_000
+STRIP = 512
+"""Rows written at a time."""
+COMPRESSION = {"compress": "zstd", "zstd_level": 1}
+"""Inputs are compressed: a 32768 px 5-band orthophoto is 5.4 GB of pixels."""
 
 
 def write_ortho(path: Path, size: int) -> None:
@@ -46,15 +58,22 @@ def write_ortho(path: Path, size: int) -> None:
         "tiled": True,
         "blockxsize": 512,
         "blockysize": 512,
+        "BIGTIFF": "IF_SAFER",
+        **COMPRESSION,
     }
-    rng = np.random.default_rng(0)
+    # Noise drawn once for a 512 px square and repeated: drawing it for every pixel would dominate large sizes.
+    noise = np.random.default_rng(0).normal(0, 12, (5, STRIP, 512)).astype(np.float32)
+    x = np.arange(size, dtype=np.float32)
     with rasterio.open(path, "w", **profile) as dst:
-        for top in range(0, size, 512):
-            rows = min(512, size - top)
-            y, x = np.mgrid[top : top + rows, 0:size]
-            bands = [np.sin(x / (40 + 7 * b)) * np.cos(y / (55 + 5 * b)) * 90 + 128 for b in range(5)]
-            data = np.stack(bands) + rng.normal(0, 12, (5, rows, size))
-            dst.write(np.clip(data, 0, 255).astype(np.uint8), window=Window(0, top, size, rows))
+        for top in range(0, size, STRIP):
+            rows = min(STRIP, size - top)
+            y = np.arange(top, top + rows, dtype=np.float32)
+            strip = np.empty((5, rows, size), dtype=np.uint8)
+            for b in range(5):
+                smooth = np.cos(y / (55 + 5 * b))[:, None] * np.sin(x / (40 + 7 * b))[None, :] * 90 + 128
+                grain = np.tile(noise[b, :rows], (1, -(-size // 512)))[:, :size]
+                strip[b] = np.clip(smooth + grain, 0, 255)
+            dst.write(strip, window=Window(0, top, size, rows))
 
 
 def write_products(ortho: Path, folder: Path) -> dict[str, str]:
@@ -65,14 +84,18 @@ def write_products(ortho: Path, folder: Path) -> dict[str, str]:
     from flairkit.data.assembly import ELEVATION_STEP
 
     with rasterio.open(ortho) as src:
-        profile = src.profile
+        profile = src.profile | COMPRESSION | {"BIGTIFF": "IF_SAFER"}
         products = {"rvb": (3, "uint8"), "irc": (3, "uint8"), "dsm": (1, "float32"), "dtm": (1, "float32")}
         outputs = {
-            name: rasterio.open(folder / f"{name}.tif", "w", **(profile | {"count": count, "dtype": dtype}))
+            name: rasterio.open(
+                folder / f"{name}.tif",
+                "w",
+                **(profile | {"count": count, "dtype": dtype} | ({"predictor": 3} if dtype == "float32" else {})),
+            )
             for name, (count, dtype) in products.items()
         }
-        for top in range(0, src.height, 512):
-            window = Window(0, top, src.width, min(512, src.height - top))
+        for top in range(0, src.height, STRIP):
+            window = Window(0, top, src.width, min(STRIP, src.height - top))
             data = src.read(window=window)
             dtm = np.full(data.shape[1:], 100.0, dtype=np.float32)
             outputs["rvb"].write(data[:3], window=window)
@@ -99,27 +122,42 @@ def _vm_hwm_kb() -> int | None:
     return None
 
 
+def _network(config, args: dict):
+    """The network of a run: random weights (seed 0) or the state dict ``args["weights"]``; ``tiny``: a 1x1 conv."""
+    import torch
+
+    from flairkit.models.factory import build_aerial_model
+    from flairkit.models.loader import load_model
+    from flairkit.nomenclature import get_nomenclature
+
+    torch.manual_seed(0)
+    if args.get("network") == "tiny":
+        return torch.nn.Conv2d(len(config.data.channels), get_nomenclature(config.data.nomenclature).n_targets, 1)
+    if args.get("weights"):
+        return load_model(config, args["weights"])
+    return build_aerial_model(config, pretrained_encoder=False)
+
+
+def _config(mode: str, overrides: list[str]):
+    from flairkit.config import load_config
+
+    return load_config(
+        "FLAIR-INC_rgbie_15cl_resnet34-unet", ["model.encoder_weights=null", f"detect.stitching={mode}", *overrides]
+    )
+
+
 def child(args: dict) -> dict:
     """One detection run (in a fresh process): seconds, throughput, tiles, peak RSS and peak GPU memory.
 
-    The network has random weights (seed 0), or those of the state dict ``args["weights"]`` when given.
+    The network has random weights (seed 0), or those of the state dict ``args["weights"]`` when given;
+    ``args["network"] == "tiny"``: a 1x1 convolution.
     """
     import torch
 
-    from flairkit.config import load_config
     from flairkit.detection.run import detect
-    from flairkit.models.factory import build_aerial_model
-    from flairkit.models.loader import load_model
 
-    config = load_config(
-        "FLAIR-INC_rgbie_15cl_resnet34-unet",
-        ["model.encoder_weights=null", f"detect.stitching={args['mode']}", *args["overrides"]],
-    )
-    torch.manual_seed(0)
-    if args.get("weights"):
-        model = load_model(config, args["weights"])
-    else:
-        model = build_aerial_model(config, pretrained_encoder=False)
+    config = _config(args["mode"], args["overrides"])
+    model = _network(config, args)
     if Path("/proc/self/clear_refs").exists():
         Path("/proc/self/clear_refs").write_text("5")  # peak of the detection, not of the imports
     cuda = args["device"].startswith("cuda")
@@ -143,8 +181,26 @@ def child(args: dict) -> dict:
     }
 
 
+def ratio_child(args: dict) -> dict:
+    """Best seconds of stacked and assembled runs alternating in one process, after one untimed run of each."""
+    from flairkit.detection.run import detect
+
+    config = {kind: _config(args["mode"], [*args["overrides"], *extra]) for kind, extra in args["kinds"].items()}
+    model = _network(config["stacked"], args)
+    inputs = {"stacked": [Path(args["input"])], "assembled": []}
+    output = Path(args["output"])
+    times: dict[str, list[float]] = {kind: [] for kind in config}
+    for repeat in range(args["repeats"] + 1):
+        for kind in config:
+            start = time.perf_counter()
+            detect(config[kind], model, inputs[kind], output, device=args["device"], overwrite=True)
+            if repeat:
+                times[kind].append(time.perf_counter() - start)
+    return {kind: min(values) for kind, values in times.items()}
+
+
 def run_detection(args: dict) -> dict:
-    """:func:`child` in a fresh interpreter. ``args``: input, output, mode, device, overrides [, weights]."""
+    """:func:`child` in a fresh interpreter. ``args``: input, output, mode, device, overrides [, weights, network]."""
     return run_in_child(__file__, args, f"detection run ({args['mode']}, {' '.join(args['overrides'])})")
 
 
@@ -155,21 +211,28 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides (detect.*)")
     parser.add_argument(
+        "--network", default="resnet34", choices=["resnet34", "tiny"], help="tiny: a 1x1 conv, for memory runs"
+    )
+    parser.add_argument(
         "--assembled", action="store_true", help="also map from separate RVB, IRC, DSM, DTM files (detect.inputs)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed runs of each input for the assembled / stacked time ratio"
     )
     add_record_option(parser)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.child:
-        print(json.dumps(child(json.loads(options.child))))
+        args = json.loads(options.child)
+        print(json.dumps(ratio_child(args) if "kinds" in args else child(args)))
         return
 
     rows = []
     ratios = []
-    times: dict[str, float] = {}
+    peaks: dict[tuple[str, str], list[float]] = {}
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as folder:
-        for size in options.sizes:
+        for size in sorted(options.sizes):
             ortho = Path(folder) / f"ortho_{size}.tif"
             write_ortho(ortho, size)
             kinds = {"stacked": []}
@@ -179,15 +242,20 @@ def main() -> None:
                 sources = write_products(ortho, products)
                 kinds["assembled"] = [f"detect.inputs.{kind}={json.dumps(path)}" for kind, path in sources.items()]
             for mode, (kind, extra) in itertools.product(options.modes, kinds.items()):
+                output = Path(folder) / f"map_{size}_{mode}_{kind}.tif"
                 args = {
                     "input": str(ortho) if kind == "stacked" else None,
-                    "output": str(Path(folder) / f"map_{size}_{mode}_{kind}.tif"),
+                    "output": str(output),
                     "mode": mode,
                     "device": options.device,
                     "overrides": [*options.set, *extra],
+                    "network": options.network,
                 }
                 result = run_detection(args)
+                for written in Path(folder).glob(f"{output.stem}*"):
+                    written.unlink()
                 speed = result["km2"] / result["seconds"] * 3600
+                peaks.setdefault((mode, kind), []).append(result["peak_rss_mb"])
                 rows.append(
                     [
                         f"{size}x{size}",
@@ -205,26 +273,55 @@ def main() -> None:
                         kind,
                     ]
                 )
-                times[kind] = result["seconds"]
-                if kind == "assembled":
-                    ratios.append(f"{size} px {mode}: {times['assembled'] / times['stacked']:.2f}")
                 print(" | ".join(str(v) for v in rows[-1]), flush=True)
+            if options.assembled and size == min(options.sizes):
+                for mode in options.modes:
+                    args = {
+                        "input": str(ortho),
+                        "output": str(Path(folder) / "ratio.tif"),
+                        "mode": mode,
+                        "device": options.device,
+                        "overrides": options.set,
+                        "network": options.network,
+                        "kinds": kinds,
+                        "repeats": options.repeats,
+                    }
+                    best = run_in_child(__file__, args, f"assembled / stacked timing ({mode})")
+                    ratios.append(
+                        f"{size} px {mode}: {best['assembled']:.1f} s / {best['stacked']:.1f} s = "
+                        f"{best['assembled'] / best['stacked']:.2f}"
+                    )
+                    print(ratios[-1], flush=True)
+            for written in Path(folder).iterdir():
+                if written.is_dir():
+                    shutil.rmtree(written)
+                else:
+                    written.unlink()
     header = ["raster", "km²", "stitching", "network", "blocks", "tile (px)", "tiles", "time (s)", "tiles/s", "km²/h"]
     header.append("peak RSS (MB)")
     header.append("France (days, 1 device)")
     header.append("input")
     settings = ", ".join(options.set) or "none (defaults)"
+    network = (
+        "a 1x1 convolution (tiny network), 5 bands, 19 logits"
+        if options.network == "tiny"
+        else "U-Net ResNet34, 5 bands, 19 logits"
+    )
     notes = (
-        f"U-Net ResNet34, 5 bands, 19 logits, random weights; config overrides: {settings}; device "
+        f"{network}, random weights; config overrides: {settings}; device "
         f"{options.device}. Time covers reading, inference, stitching and writing "
         "the LZW GeoTIFF. France = 550,000 km² at 0.2 m, extrapolated linearly from this run. "
         f"Load average (1 min) {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end: "
         "other work on the machine slows these figures down."
     )
+    if len(options.sizes) > 1:
+        growth = [f"{mode} {kind} {100 * (values[-1] / values[0] - 1):+.0f}%" for (mode, kind), values in peaks.items()]
+        notes += f" Peak RSS growth from {min(options.sizes)} to {max(options.sizes)} px: {', '.join(growth)}."
     if ratios:
         notes += (
             " assembled: the same pixels from separate RVB, IRC, DSM and DTM files (detect.inputs, warped on the "
-            f"fly); time assembled / stacked: {', '.join(ratios)}."
+            f"fly); best of {options.repeats} alternating runs in one process after one untimed run of each, "
+            f"time assembled / stacked: {'; '.join(ratios)}."
         )
     record("Zone detection (flair detect)", markdown_table(header, rows), notes, write=options.record)
 

@@ -142,7 +142,7 @@ def test_every_bad_input_is_a_one_line_error_with_the_fix(tmp_path):
         inspect_assembly(given, [1, 2, 3, 4])
     with pytest.raises(ConfigError, match="unknown kind"):
         inspect_assembly({**given, "lidar": given["dsm"]}, RGBIE)
-    with pytest.raises(DataError, match="is a folder; give one raster"):
+    with pytest.raises(DataError, match=r"tile irc.tif has 3 uint8 band\(s\) but dsm.tif has 1 float32"):
         inspect_assembly({**given, "dsm": str(tmp_path)}, RGBIE)
     with pytest.raises(ConfigError, match="selects 2 band"):
         inspect_assembly({**given, "rgb": given["rgb"] + ":1,2"}, RGBIE)
@@ -191,6 +191,63 @@ def test_gaps_of_a_vrt_mosaic_source_are_nodata(tmp_path):
     assert valid[:, :16].all() and valid[:, 24:].all()
     assert raster.sources[:2] == (tmp_path / "rvb.tif", tmp_path / "irc.tif")
     assert tmp_path / "left.tif" in raster.sources  # an output that is a tile of the mosaic is refused
+
+
+def test_a_source_on_the_grid_is_read_directly_as_the_warped_vrt_would_give_it(tmp_path):
+    products(tmp_path)
+    # A NIR source on the grid starting 5 rows above it and ending 8 columns short of its right edge.
+    nir = np.random.default_rng(3).integers(1, 256, (1, HEIGHT, WIDTH - 8), dtype=np.uint8)
+    write(tmp_path / "nir_short.tif", nir, origin=(WEST, NORTH + 5 * 0.2))
+    expected = np.zeros((HEIGHT, WIDTH), dtype=bool)
+    expected[: HEIGHT - 5, : WIDTH - 8] = True
+    rows, cols = Span(0, HEIGHT), Span(0, WIDTH)
+    raster = inspect_assembly({**sources(tmp_path), "nir": str(tmp_path / "nir_short.tif")}, RGBIE)
+    with AssembledScene(raster, RGBIE) as scene:
+        assert {type(reader).__name__ for reader in scene._warped.values()} == {"_OnGrid"}
+        bands = scene.read_region(rows, cols, "zero")
+        np.testing.assert_array_equal(scene.valid(rows, cols, bands), expected)
+    np.testing.assert_array_equal(bands[3][expected], nir[0, 5:].ravel())
+    assert (bands[3][~expected] == 0).all()
+    # Half a pixel off the grid, the source is warped: the same pixels are missing.
+    write(tmp_path / "nir_shift.tif", nir, origin=(WEST + 0.1, NORTH + 5 * 0.2))
+    warped = inspect_assembly({**sources(tmp_path), "nir": str(tmp_path / "nir_shift.tif")}, RGBIE)
+    with AssembledScene(warped, RGBIE) as scene:
+        assert type(scene._warped["nir"]).__name__ == "WarpedVRT"
+        valid = scene.valid(rows, cols, scene.read_region(rows, cols, "zero"))
+    np.testing.assert_array_equal(valid[:, 1 : WIDTH - 8], expected[:, 1 : WIDTH - 8])
+
+
+def test_a_folder_of_tiles_of_one_product_is_mosaicked_in_memory_with_its_gaps_as_nodata(tmp_path):
+    data = products(tmp_path)
+    tiles = tmp_path / "rvb_tiles"
+    tiles.mkdir()
+    # Three tiles of the RVB product; rows 24..31 of the right half have none.
+    for name, rows, cols in (("a.tif", (0, 24), (0, 40)), ("b.tif", (24, 48), (0, 20)), ("c.tif", (32, 48), (20, 40))):
+        part = data["rvb"][:, rows[0] : rows[1], cols[0] : cols[1]].copy()
+        write(tiles / name, part, origin=(WEST + 0.2 * cols[0], NORTH - 0.2 * rows[0]))
+    # Zeros are pixels here: only the mosaic's coverage can tell the gap.
+    raster = inspect_assembly({**sources(tmp_path), "rgb": str(tiles)}, RGBIE, all_zero_is_nodata=False)
+    assert (raster.width, raster.height, raster.transform) == (WIDTH, HEIGHT, from_origin(WEST, NORTH, 0.2, 0.2))
+    assert not any(path.suffix == ".vrt" for path in tmp_path.rglob("*"))  # no file written
+    assert tiles / "c.tif" in raster.sources  # a tile is an input: no output may overwrite it
+    rows, cols = Span(0, HEIGHT), Span(0, WIDTH)
+    with AssembledScene(raster, RGBIE) as scene:
+        bands = scene.read_region(rows, cols, "zero")
+        valid = scene.valid(rows, cols, bands)
+    gap = np.zeros((HEIGHT, WIDTH), dtype=bool)
+    gap[24:32, 20:] = True
+    np.testing.assert_array_equal(valid, ~gap)
+    np.testing.assert_array_equal(bands[:3][:, ~gap], data["rvb"][:, ~gap])
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"rgb=.*empty: folder holds no raster"):
+        inspect_assembly({**sources(tmp_path), "rgb": str(tmp_path / "empty")}, RGBIE)
+    write(tiles / "d.tif", data["rvb"][:2, :8, :8].copy(), origin=(WEST + 40, NORTH))
+    with pytest.raises(DataError, match=r"rgb=.*rvb_tiles: tile d.tif has 2 uint8 band\(s\) but a.tif has 3 uint8"):
+        inspect_assembly({**sources(tmp_path), "rgb": str(tiles)}, RGBIE)
+    write(tiles / "d.tif", data["rvb"][:, :8, :8].copy(), crs="EPSG:32631", origin=(500_000.0, 5_000_000.0))
+    with pytest.raises(DataError, match=r"tile d.tif is in EPSG:32631 but a.tif in EPSG:2154; .* one folder per CRS"):
+        inspect_assembly({**sources(tmp_path), "rgb": str(tiles)}, RGBIE)
 
 
 CONFIG = {
@@ -254,6 +311,59 @@ def test_synthetic_products_assemble_into_the_stacked_orthophoto(tmp_path):
     raster = inspect_assembly(given, RGBIE)
     assert raster.transform == transform and (raster.width, raster.height) == (300, 300)
     np.testing.assert_array_equal(read_all(raster, RGBIE), stacked)
+
+
+def test_synthetic_products_in_another_crs_and_resolution_are_rasterios_reprojection_and_assemble_back(tmp_path):
+    out = tmp_path / "world"
+    options = ["--domains", "3", "--areas", "1", "--patches", "1", "--patch-size", "16", "--no-sentinel"]
+    options += ["--ortho-size", "200", "--products", "--products-crs", "EPSG:3857", "--products-resolution", "0.3"]
+    result = CliRunner().invoke(data_app, ["synth", str(out), *options])
+    assert result.exit_code == 0, result.output
+    folder = out / "orthophotos"
+    with rasterio.open(folder / "ORTHO_0.tif") as src:
+        stacked, ortho_crs, ortho_transform = src.read(), src.crs, src.transform
+    with rasterio.open(folder / "ORTHO_0_RVB.tif") as rvb, rasterio.open(folder / "ORTHO_0_DTM.tif") as dtm:
+        assert rvb.crs == "EPSG:3857" and rvb.res == (0.3, 0.3) and dtm.res == (1.0, 1.0)
+        expected = np.zeros((3, rvb.height, rvb.width), dtype=np.float32)
+        reproject(
+            stacked[:3].astype(np.float32),
+            expected,
+            src_transform=ortho_transform,
+            src_crs=ortho_crs,
+            dst_transform=rvb.transform,
+            dst_crs=rvb.crs,
+            resampling=Resampling.bilinear,
+        )
+        written = rvb.read().astype(np.float32)
+    inner = (slice(None), slice(4, -4), slice(4, -4))  # edge pixels: GDAL's and a bare reproject's borders differ
+    assert np.abs(written[inner] - expected[inner]).max() <= 1
+    given = {
+        "rgb": str(folder / "ORTHO_0_RVB.tif"),
+        "nir": f"{folder / 'ORTHO_0_IRC.tif'}:1",
+        "dsm": str(folder / "ORTHO_0_DSM.tif"),
+        "dtm": str(folder / "ORTHO_0_DTM.tif"),
+    }
+    with pytest.raises(DataError, match=r"ORTHO_0_RVB.tif: pixels are 0.3 x 0.3 .*--allow-resample"):
+        inspect_assembly(given, RGBIE)
+    raster = inspect_assembly(given, RGBIE, crs="EPSG:2154")
+    assert raster.crs == "EPSG:2154" and raster.resolution == (0.2, 0.2)
+    assembled = read_all(raster, RGBIE).astype(np.float32)
+    # Back on a 0.2 m Lambert-93 grid: the stacked orthophoto again, up to two bilinear resamplings.
+    original = np.zeros(assembled.shape, dtype=np.float32)
+    reproject(
+        stacked.astype(np.float32),
+        original,
+        src_transform=ortho_transform,
+        src_crs=ortho_crs,
+        dst_transform=raster.transform,
+        dst_crs=raster.crs,
+        resampling=Resampling.nearest,
+    )
+    inside = (slice(None), slice(10, -10), slice(10, -10))
+    assert np.abs(assembled[inside] - original[inside]).mean() < 12
+    assert np.corrcoef(assembled[inside].ravel(), original[inside].ravel())[0, 1] > 0.9
+    refused = CliRunner().invoke(data_app, ["synth", str(tmp_path / "x"), "--products-crs", "EPSG:3857"])
+    assert refused.exit_code != 0 and "--products-crs applies with --products" in refused.output
 
 
 def test_output_grid_input_warps_the_map_onto_the_rgb_sources_grid_like_rasterio_reproject(tmp_path):

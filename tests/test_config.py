@@ -101,3 +101,13 @@ def test_every_config_key_is_documented_and_the_readme_reference_is_current():
     assert undocumented == []
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     assert reference_markdown() in readme, "regenerate the README table with `flair config reference`"
+
+
+def test_network_label_names_each_model_family():
+    labels = {name: load_config(name).model.network_label() for name in ("demo", "demo-utt", "flairhub-LC-A")}
+    assert labels == {
+        "demo": "unet / resnet18",
+        "demo-utt": "U-T&T unet / resnet18",
+        "flairhub-LC-A": "FLAIR-HUB upernet / swin_base_patch4_window12_384",
+    }
+    assert load_config("flair1-upernet-swin-small").model.network_label() == "huggingface openmmlab/upernet-swin-small"

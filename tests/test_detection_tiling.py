@@ -180,6 +180,9 @@ def test_block_size_is_rounded_to_the_step():
     assert resolve_block_size(512, 128, 1000) == 1024
     assert resolve_block_size(64, 16, 1) == 32
     assert resolve_block_size(2048, 128) == 1792  # nearest multiple, not 3584
+    assert resolve_block_size(1536, 128) == 2560
+    assert resolve_block_size(1536, 128, mode="blend") == 1280  # blend: at most 2048 px by default
+    assert resolve_block_size(1536, 128, 3000, mode="blend") == 2560
 
 
 @pytest.mark.parametrize(
@@ -232,3 +235,37 @@ def test_stretched_centres_follow_gdal_writes_into_windows_of_another_size(tmp_p
     np.testing.assert_array_equal(np.arange(pixels)[cols], written)
     _, part = tile.pixels(Span(0, 1), Span(5, 3 + window))  # the part of the window inside a block
     np.testing.assert_array_equal(np.arange(pixels)[part], written[2:])
+
+
+@pytest.mark.parametrize("mode", ["margin", "blend"])
+def test_the_blocks_of_a_tile_come_from_the_block_grid_as_a_brute_force_search_finds_them(mode):
+    plan = TilePlan(1000, 700, 128, 16, mode, 192)
+    for tile in plan.all_tiles():
+        brute = [b.id for b in plan.blocks if tile.keep_rows.intersect(b.rows) and tile.keep_cols.intersect(b.cols)]
+        assert plan.block_ids_for(tile) == brute
+
+
+def test_blend_keeps_shared_predictions_on_disk_whatever_the_raster_width(tmp_path):
+    import torch
+
+    from flairkit.detection.stitching import BlendAssembler, OutputBands
+
+    bands = OutputBands(enabled=(0, 1, 2))
+    kept_after_first_row = {}
+    for width in (256, 1024):  # 2 and 8 blocks per row
+        plan = TilePlan(width, 256, 64, 16, "blend", 128)
+        assembler = BlendAssembler(plan, bands, "cpu", upcoming=plan.blocks, folder=tmp_path)
+        per_row = len({b.cols.start for b in plan.blocks})
+        for block in plan.blocks[:per_row]:
+            assembler.start(block, None)
+            for tile in plan.tiles_for(block):
+                if not assembler.reuse(tile):
+                    assembler.add(torch.rand(1, 3, 64, 64), [tile])
+            assembler.finish()
+        files = [p for p in tmp_path.rglob("*") if p.is_file()]
+        # What the next row of blocks needs grows with the width: it is in files, not in memory.
+        assert assembler.kept_size > 0 and sum(p.stat().st_size for p in files) == assembler.kept_size
+        kept_after_first_row[width] = assembler.kept_size
+        assembler.close()
+        assert not any(tmp_path.iterdir())
+    assert kept_after_first_row[1024] > 3 * kept_after_first_row[256]

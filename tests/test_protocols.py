@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 import json
+import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from flairkit.errors import ConfigError, DataError
-from flairkit.evaluation.protocols import AVG_METRIC_NAMES, PROTOCOLS, compute_metrics, resolve_protocol
-from flairkit.nomenclature import Nomenclature, Target, get_nomenclature
+from flairkit.evaluation.confusion import collapse_confusion
+from flairkit.evaluation.protocols import (
+    AVG_METRIC_NAMES,
+    PROTOCOLS,
+    compute_metrics,
+    lpis_level_metrics,
+    resolve_protocol,
+)
+from flairkit.nomenclature import (
+    LPIS_PARENTS,
+    Nomenclature,
+    Target,
+    get_nomenclature,
+    lpis_classes,
+    lpis_nomenclature,
+    lpis_parents,
+)
 
 # --------------------------------------------------------------------------------------------------
 # Small hand-computed cases: targets A, B, C enabled, D disabled (weight 0).
@@ -119,7 +136,8 @@ def test_disabled_classes_do_not_change_flair1_metrics():
 
 def test_resolve_protocol():
     assert resolve_protocol("auto", get_nomenclature("15cl")) == "flair1"
-    assert resolve_protocol("auto", get_nomenclature("hub")) == "flair1"
+    assert resolve_protocol("auto", get_nomenclature("hub")) == "flairhub"
+    assert [resolve_protocol("auto", lpis_nomenclature(level)) for level in (1, 2, 3)] == ["flairhub"] * 3
     assert resolve_protocol("auto", get_nomenclature("13cl")) == "flair2"
     assert resolve_protocol("model-card", get_nomenclature("13cl")) == "model-card"
     with pytest.raises(ConfigError, match="flair1"):
@@ -299,3 +317,107 @@ def test_deeplabv3_card_averages_are_reproduced_under_the_model_card_protocol():
     flair1 = compute_metrics(confmat, get_nomenclature("15cl"), "flair1")
     assert flair1.miou == pytest.approx(DEEPLAB_AVERAGES["mIoU"] * 14 / 15, abs=1e-3)
     assert flair1.overall_accuracy == pytest.approx(DEEPLAB_AVERAGES["Overall Accuracy"], abs=1e-3)
+
+
+# --------------------------------------------------------------------------------------------------
+# FLAIR-HUB: IGN's own metric code on random matrices (benchmarks/hub_metrics_official.py), LPIS levels.
+# --------------------------------------------------------------------------------------------------
+
+HUB_METRICS = Path(__file__).parent / "fixtures" / "hub_metrics" / "cases.json"
+IGN_AVG_NAMES = ["mIoU", "Overall Accuracy", "F-score", "Precision", "Recall"]
+
+
+def hub_task_nomenclature(case: dict) -> Nomenclature:
+    return get_nomenclature("hub") if case["task"] == "AERIAL_LABEL-COSIA" else lpis_nomenclature(case["lpis_level"])
+
+
+def test_flairhub_protocol_equals_ign_flair_hub_metric_code():
+    cases = json.loads(HUB_METRICS.read_text())["cases"]
+    assert {(c["task"], c["lpis_level"]) for c in cases} == {
+        ("AERIAL_LABEL-COSIA", 0),
+        *(("ALL_LABEL-LPIS", level) for level in (1, 2, 3)),
+    }
+    for case in cases:
+        ign, confmat = case["ign"], np.array(case["confmat"], dtype=np.int64)
+        nomenclature = hub_task_nomenclature(case)
+        # the draws hold classes absent from the truth and never predicted, so undefined ratios are exercised
+        assert (confmat.sum(axis=1) == 0).any() and (confmat.sum(axis=0) == 0).any()
+        m = compute_metrics(confmat, nomenclature, "auto")
+        assert m.protocol == "flairhub"
+        assert ign["Avg_metrics_name"] == IGN_AVG_NAMES
+        np.testing.assert_allclose(m.averages, ign["Avg_metrics"], rtol=0, atol=1e-9)
+        for key in ("per_class_iou", "per_class_fscore", "per_class_precision", "per_class_recall"):
+            np.testing.assert_allclose(getattr(m, key), ign[key], rtol=0, atol=1e-9, err_msg=key)
+        if case["lpis_level"] in (0, 1):
+            assert [name.replace("_", " ") for name in ign["classes"]] == m.class_names
+        else:
+            assert len(ign["classes"]) == len(m.class_names)
+    cosia = [c for c in cases if c["task"] == "AERIAL_LABEL-COSIA"]
+    disabled = get_nomenclature("hub").disabled
+    assert any(np.array(c["confmat"])[:, disabled].sum() > 0 for c in cosia)  # predicted disabled classes count
+
+
+def test_flairhub_overall_accuracy_is_undefined_without_a_kept_pixel():
+    hub = get_nomenclature("hub")
+    confmat = np.zeros((hub.n_targets, hub.n_targets), dtype=np.int64)
+    confmat[hub.disabled[0], hub.disabled[0]] = 7
+    assert math.isnan(compute_metrics(confmat, hub, "flairhub").overall_accuracy)  # IGN: 0 / 0
+    assert compute_metrics(confmat, hub, "flair1").overall_accuracy == 0.0
+    assert compute_metrics(confmat, hub, "flairhub").miou == 0.0
+
+
+def test_collapse_confusion_sums_the_blocks_of_each_coarse_pair():
+    fine = np.arange(16, dtype=np.int64).reshape(4, 4)
+    # fine 0, 2 -> coarse 1; fine 1, 3 -> coarse 0
+    collapsed = collapse_confusion(fine, np.array([1, 0, 1, 0]))
+    expected = np.array(
+        [
+            [5 + 7 + 13 + 15, 4 + 6 + 12 + 14],
+            [1 + 3 + 9 + 11, 0 + 2 + 8 + 10],
+        ]
+    )
+    np.testing.assert_array_equal(collapsed, expected)
+    assert collapsed.dtype == np.int64
+    np.testing.assert_array_equal(collapse_confusion(fine, np.arange(4)), fine)
+    with pytest.raises(DataError, match="shape"):
+        collapse_confusion(fine, np.array([0, 0, 1]))
+
+
+def test_lpis_parents_follow_the_names_and_compose():
+    for level, parents in LPIS_PARENTS.items():
+        fine, coarse = lpis_classes(level), lpis_classes(level - 1)
+        assert len(parents) == len(fine) and sorted(set(parents)) == list(range(len(coarse)))
+        assert list(parents) == sorted(parents)  # each finer list keeps a coarse class's children together
+        for name, parent in zip(fine, parents, strict=True):
+            if name in coarse:
+                assert coarse[parent] == name
+    np.testing.assert_array_equal(lpis_parents(3, 1), np.asarray(LPIS_PARENTS[2])[np.asarray(LPIS_PARENTS[3])])
+    np.testing.assert_array_equal(lpis_parents(2, 2), np.arange(31))
+    l3, l2 = lpis_classes(3), lpis_classes(2)
+    assert l2[lpis_parents(3, 2)[l3.index("winter durum wheat")]] == "other winter cereals"
+    with pytest.raises(ValueError, match="finer"):
+        lpis_parents(1, 2)
+
+
+def test_lpis_run_reports_its_level_and_every_coarser_one():
+    l3 = lpis_classes(3)
+    n = len(l3)
+    confmat = np.zeros((n, n), dtype=np.int64)
+    winter, spring = l3.index("winter wheat"), l3.index("spring wheat")
+    background = l3.index("background")
+    confmat[winter, spring] = 30  # wrong at level 3, right once both are "wheat"
+    confmat[spring, spring] = 10
+    confmat[background, background] = 60
+    by_level = lpis_level_metrics(confmat, 3)
+    assert list(by_level) == [3, 2, 1]
+    assert [m.nomenclature for m in by_level.values()] == ["lpis3", "lpis2", "lpis1"]
+    assert all(m.protocol == "flairhub" for m in by_level.values())
+    assert [len(m.class_names) for m in by_level.values()] == [46, 31, 23]
+    level3, level1 = by_level[3], by_level[1]
+    assert level3.per_class_iou[winter] == 0.0 and level3.per_class_iou[spring] == 25.0
+    assert level1.per_class_iou[lpis_classes(1).index("wheat")] == 100.0
+    assert level3.overall_accuracy == 70.0 and level1.overall_accuracy == 100.0
+    # every class counts in the mean (absent ones as 0), background included, as in IGN's LPIS config
+    assert level1.miou == pytest.approx(200 / 23)
+    assert all(m.confmat.sum() == 100 for m in by_level.values())
+    assert list(lpis_level_metrics(confmat[:23, :23], 1)) == [1]

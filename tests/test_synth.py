@@ -334,3 +334,18 @@ def test_aerial_twins_differ_only_in_sentinel2(twin_world):
     herbaceous_ndvi, agricultural_ndvi = _summer_ndvi(twin_world, herbaceous), _summer_ndvi(twin_world, agricultural)
     assert herbaceous_ndvi and agricultural_ndvi
     assert np.mean(herbaceous_ndvi) > 0.5 and np.mean(agricultural_ndvi) < 0.4
+
+
+def test_domain_shift_multiplies_the_domain_departures_and_leaves_default_worlds_unchanged(tmp_path):
+    from flairkit.synth.render import Radiometry
+
+    base = Radiometry.draw(np.random.default_rng(3))
+    assert Radiometry.draw(np.random.default_rng(3), 1.0) == base
+    strong = Radiometry.draw(np.random.default_rng(3), 3.0)
+    np.testing.assert_allclose(np.subtract(strong.gain, 1), 3 * np.subtract(base.gain, 1), atol=2e-4)
+    np.testing.assert_allclose(strong.offset, 3 * np.asarray(base.offset), atol=0.02)
+    assert "domain_shift" not in synth._recorded(SynthOptions())  # world.json and README.txt as before
+    assert synth._recorded(SynthOptions(domain_shift=3))["domain_shift"] == 3
+    with pytest.raises(ConfigError, match="domain_shift must be between 0"):
+        synthesize_world(tmp_path / "world", SynthOptions(**{**SMALL.__dict__, "domain_shift": 6}))
+    assert not (tmp_path / "world").exists()

@@ -80,7 +80,8 @@ def hub_cache_files(hub_home: Path) -> list[Path]:
 
 def test_released_models_are_the_flair_inc_presets():
     released = zoo.released_models()
-    assert released == sorted(name for name in preset_names() if preset_dict(name).get("release"))
+    with_release = sorted(name for name in preset_names() if preset_dict(name).get("release"))
+    assert sorted(released + zoo.released_hub_models()) == with_release  # FLAIR-HUB's: tests/test_hub_models.py
     assert RGBIE in released and UNPINNED in released
     assert all(name.startswith("FLAIR-INC_") for name in released)
     assert "demo" not in released

@@ -81,3 +81,16 @@ def retained_freed_memory(enabled: bool = True) -> Iterator[bool]:
 def _set(libc: ctypes.CDLL, values: dict[int, int]) -> None:
     for parameter, value in values.items():
         libc.mallopt(parameter, value)
+
+
+def release_freed_memory() -> None:
+    """Hand the free pages of the C heap back to the system (glibc's ``malloc_trim``; nothing on other C libraries,
+    when the user tunes malloc, or inside :func:`retained_freed_memory`).
+
+    glibc keeps freed blocks below its mmap threshold (up to 32 MiB) in its arenas and only trims their top: in a
+    long detection the buffers of thousands of blocks, freed by other threads than those that made them, would
+    otherwise pile up in the resident memory.
+    """
+    libc = _glibc()
+    if libc is not None and _depth == 0:
+        libc.malloc_trim(0)

@@ -634,3 +634,68 @@ def lpis_classes(level: int) -> tuple[str, ...]:
     if level not in (1, 2, 3):
         raise KeyError(f"unknown LPIS level {level!r}; choose 1 (23 classes), 2 (31) or 3 (46)")
     return LPIS_CLASSES[level - 1]
+
+
+LPIS_COLOURS: tuple[str, ...] = (
+    "#92d050",
+    "#d7e600",
+    "#e0e000",
+    "#fff100",
+    "#ffff00",
+    "#e8e8e8",
+    "#dceaf7",
+    "#d29ead",
+    "#d29ed0",
+    "#ffbe99",
+    "#ffc000",
+    "#ff9000",
+    "#009999",
+    "#808000",
+    "#a7a700",
+    "#89896d",
+    "#f2cfee",
+    "#6f6633",
+    "#ac8141",
+    "#996633",
+    "#80c1d7",
+    "#000000",
+    "#000000",
+)
+"""Colours of the LPIS level-1 crop types, as IGN's FLAIR-HUB README lists them; finer classes take their parent's."""
+LPIS_PARENTS: dict[int, tuple[int, ...]] = {
+    2: (0, 1, 2, 3, 4, 4, 4, 4, 5, 6, 6, 7, 8, 9, 10, 11, 12, 12, 13, 14, 15, 15, 15, 16, 17, 18, 19, 20, 20, 21, 22),
+    3: (
+        *(0, 0, 1, 1, 2, 2, 3, 4, 4, 5, 5, 5, 5, 6, 6, 7, 8, 9, 10, 10, 11, 12, 13, 13),
+        *(14, 15, 15, 15, 16, 17, 17, 18, 19, 20, 21, 22, 22, 23, 24, 25, 26, 27, 28, 28, 29, 30),
+    ),
+}
+"""Per LPIS level 2 and 3: the value, one level coarser, of each class. IGN publishes no table: this is read from
+the names and their order (each finer list keeps the classes of one coarser class together, in the coarser
+order), e.g. level 3 winter durum wheat, between millet and winter triticale, is level 2 other winter cereals."""
+LPIS_NOMENCLATURE_PREFIX = "lpis"
+"""LPIS level n is the nomenclature ``lpis<n>`` (as presets record it)."""
+
+
+def lpis_parents(fine: int, coarse: int) -> np.ndarray:
+    """The value at LPIS level ``coarse`` of each value of the finer (or same) level ``fine`` (int64, by value)."""
+    n_fine = len(lpis_classes(fine))
+    if len(lpis_classes(coarse)) > n_fine:
+        raise ValueError(f"LPIS level {coarse} is finer than level {fine}; values collapse only to coarser levels")
+    parents = np.arange(n_fine, dtype=np.int64)
+    for level in range(fine, coarse, -1):
+        parents = np.asarray(LPIS_PARENTS[level], dtype=np.int64)[parents]
+    return parents
+
+
+def lpis_nomenclature(level: int) -> Nomenclature:
+    """LPIS ``level`` as a nomenclature ``lpis<level>``: 0-based label values are the targets, every class is
+    scored (IGN's FLAIR-HUB gives no crop type weight 0, background included)."""
+    names = lpis_classes(level)
+    colours = [LPIS_COLOURS[parent] for parent in lpis_parents(level, 1)]
+    return Nomenclature(
+        name=f"{LPIS_NOMENCLATURE_PREFIX}{level}",
+        description=f"FLAIR-HUB crop types, LPIS level {level} ({len(names)} classes, 0-based values)",
+        targets=tuple(Target(i, name, colours[i], i, 1.0) for i, name in enumerate(names)),
+        value_to_target={i: i for i in range(len(names))},
+        flair_masks=False,
+    )

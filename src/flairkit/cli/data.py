@@ -116,6 +116,22 @@ def check(
         raise typer.Exit(1)
 
 
+def _products_crs(crs: str | None, products: bool) -> str | None:
+    """``--products-crs`` checked: a CRS, given with --products."""
+    if crs is None:
+        return None
+    if not products:
+        raise ConfigError("--products-crs applies with --products; add --products or leave it out")
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+
+    try:
+        CRS.from_user_input(crs)
+    except CRSError as error:
+        raise ConfigError(f"--products-crs {crs!r} is not a CRS ({error}); give e.g. EPSG:3857") from None
+    return crs
+
+
 @data_app.command("synth")
 @guarded
 def synth(
@@ -134,9 +150,18 @@ def synth(
         bool,
         typer.Option(
             "--products",
-            help="Also write each orthophoto as separate products: RVB, IRC (NIR, R, G), DSM and DTM in metres.",
+            help="Also write each orthophoto as separate products: RVB, IRC (NIR, R, G), DSM and DTM in metres, "
+            "and (with Sentinel-2) its series as dated GeoTIFFs listed in <stem>_S2/acquisitions.json.",
         ),
     ] = False,
+    products_crs: Annotated[
+        str | None,
+        typer.Option(help="CRS of the --products (default the orthophoto's, EPSG:2154), e.g. EPSG:3857."),
+    ] = None,
+    products_resolution: Annotated[
+        float | None,
+        typer.Option(help="Pixel size of the RVB, IRC and DSM --products in their CRS's units (default 0.2).", min=0),
+    ] = None,
     sat_patch_size: Annotated[
         int | None, typer.Option(help="Sentinel-2 super-patch side the super-areas must hold around every patch.")
     ] = None,
@@ -167,6 +192,8 @@ def synth(
             "--sentinel": sentinel,
             "--sat-patch-size": sat_patch_size,
             "--products": products or None,
+            "--products-crs": products_crs,
+            "--products-resolution": products_resolution,
             "--layout": None if layout is SynthLayout.flair2 else layout,
         }
         for name, value in others.items():
@@ -188,6 +215,8 @@ def synth(
             "--ortho-size": ortho_size,
             "--sat-patch-size": sat_patch_size,
             "--products": products or None,
+            "--products-crs": products_crs,
+            "--products-resolution": products_resolution,
         }
         for name, value in flair2_only.items():
             if value is not None:
@@ -201,7 +230,11 @@ def synth(
         "ortho_size": ortho_size,
         "sat_patch_size": sat_patch_size,
         "products": products or None,
+        "products_crs": _products_crs(products_crs, products),
+        "products_resolution": products_resolution,
     }
+    if products_resolution is not None and not products:
+        raise ConfigError("--products-resolution applies with --products; add --products or leave it out")
     options = SynthOptions(**{key: value for key, value in given.items() if value is not None})
     summary = synthesize_world(out, options, overwrite)
     table = _facts_table(f"synthetic dataset in {summary.root}")
@@ -212,8 +245,13 @@ def synth(
         table.add_row(f"{split} list", str(csv_path))
     table.add_row("aerial metadata", str(summary.metadata))
     table.add_row("Sentinel-2 centroids", str(summary.centroids) if summary.centroids else "none")
-    for image, labels in summary.orthos:
+    for index, (image, labels) in enumerate(summary.orthos):
         table.add_row("orthophoto", f"{image} (labels {labels.name})")
+        if options.products and options.sentinel:
+            from flairkit.synth.sentinel import write_ortho_series
+
+            buffer = options.sat_patch_size // 2 + 2
+            table.add_row("Sentinel-2 series", str(write_ortho_series(image, labels, options.seed, index, buffer)))
     console.print(table)
     console.print(f"check it with: flair data check {summary.root}", highlight=False)
 

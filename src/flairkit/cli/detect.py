@@ -142,14 +142,32 @@ def print_summary(summary: DetectionSummary, console: Console) -> None:
 
 def input_overrides(sources: list[str], allow_resample: bool) -> list[str]:
     """``--input KIND=FILE[:BANDS]`` and ``--allow-resample`` as overrides of ``detect.inputs`` and
-    ``detect.allow_resample``."""
+    ``detect.allow_resample``; ``--input s2=FILE`` (a Sentinel-2 acquisitions list) sets ``detect.sentinel2``."""
     overrides = ["detect.allow_resample=true"] if allow_resample else []
     for text in sources:
         kind, sep, path = text.partition("=")
         if not sep or not kind.strip() or not path:
             raise ConfigError(f"--input {text!r} must look like KIND=FILE[:BANDS], e.g. --input nir=ortho_irc.vrt:1")
-        overrides.append(f"detect.inputs.{kind.strip()}={json.dumps(path)}")
+        key = "detect.sentinel2" if kind.strip() == "s2" else f"detect.inputs.{kind.strip()}"
+        overrides.append(f"{key}={json.dumps(path)}")
     return overrides
+
+
+def _hub_models(cfg: Any, weights: list[str]) -> list[Any]:
+    """The FLAIR-HUB networks of ``weights`` (files, or IGN's released model names), loaded strictly."""
+    from flairkit.models import zoo
+    from flairkit.models.build import build_model
+    from flairkit.models.hub import load_hub_weights
+
+    networks = []
+    for source in weights:
+        if source in zoo.released_hub_models() and not Path(source).exists():
+            networks.append(zoo.load_released_hub_model(source)[0])
+            continue
+        network = build_model(cfg, pretrained_encoder=False)
+        load_hub_weights(network, source)
+        networks.append(network.eval())
+    return networks
 
 
 @guarded
@@ -197,7 +215,8 @@ def detect_command(
         typer.Option(
             "--input",
             help="KIND=FILE[:BANDS] assembled into the model's bands (rgb, nir, dsm, dtm), e.g. nir=irc.vrt:1; "
-            "repeat per kind (detect.inputs).",
+            "repeat per kind (detect.inputs); s2=LIST.json|csv: a U-T&T or FLAIR-HUB model's Sentinel-2 "
+            "acquisitions (detect.sentinel2); FLAIR-HUB models also dsm=, dtm=, spot=FILE, s1asc=, s1desc=LIST.",
         ),
     ] = None,
     allow_resample: Annotated[
@@ -226,7 +245,7 @@ def detect_command(
     if not weights:
         raise ConfigError("no weights given: pass --checkpoint FILE, or --model NAME for a released model")
     env_rank, env_world = env_rank_and_world_size()
-    network = load_models(cfg, weights)
+    network = _hub_models(cfg, weights) if cfg.model.hub is not None else load_models(cfg, weights)
     rank = env_rank if rank is None else rank
     shown = progress and rank == 0
     with DetectionBar(Console(stderr=True)) if shown else contextlib.nullcontext() as bar:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from flairkit.cli.common import ConfigOption, OverwriteOption, SetOption, console, guarded, resolve_config
+from flairkit.cli.predict import refuse_hub_network
 from flairkit.errors import ConfigError
 
 
@@ -43,6 +44,11 @@ def export_command(
                 f"{checkpoint} does not say which config it was trained with: give it with --config PRESET_OR_YAML"
             )
         cfg = saved
+    refuse_hub_network(
+        cfg,
+        "flair export",
+        "use the checkpoint as it is: `flair evaluate` and flairkit.models.hub.load_hub_weights read it",
+    )
     model = load_model(cfg, checkpoint)
     folder = export_bundle(
         cfg, model, out, overwrite=overwrite, onnx=onnx, tile_size=cfg.detect.tile_size, private=private

@@ -113,6 +113,16 @@ def config_for_weights(config: str | None, overrides: list[str] | None, weights:
     return resolve_config(config, overrides)
 
 
+def refuse_hub_network(config: FlairConfig, command: str, instead: str) -> None:
+    """A ConfigError naming model.hub when ``command`` cannot run FLAIR-HUB's multimodal network; ``instead``
+    says what to use."""
+    if config.model.hub is not None:
+        raise ConfigError(
+            f"model.hub: {command} does not run FLAIR-HUB's multimodal network yet; {instead} "
+            "(or give the config of an aerial model without model.hub)"
+        )
+
+
 def network_for_prediction(
     config: str | None,
     overrides: list[str] | None,
@@ -125,6 +135,7 @@ def network_for_prediction(
     config comes with the first weights."""
     overrides = [*(overrides or []), *device_overrides("evaluate", device, precision, tta)]
     cfg = config_for_weights(config, overrides, checkpoints[0] if checkpoints else None)
+    refuse_hub_network(cfg, "flair predict", "score it per task with `flair evaluate`")
     weights = checkpoint_sources(checkpoints, cfg.evaluate.checkpoint)
     return cfg, weights, load_models(cfg, weights)
 

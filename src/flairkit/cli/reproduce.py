@@ -14,7 +14,9 @@ from flairkit.cli.predict import prediction_progress
 
 @guarded
 def reproduce_command(
-    preset: Annotated[str, typer.Argument(help="A preset with published figures, e.g. flair2-utt-filt-avgm-aug.")],
+    preset: Annotated[
+        str, typer.Argument(help="A preset with published figures, e.g. flair2-utt-filt-avgm-aug or flairhub-LC-D.")
+    ],
     overrides: SetOption = None,
     overwrite: OverwriteOption = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
@@ -41,6 +43,11 @@ def reproduce_command(
             training_progress=progress,
             evaluation_progress=predicting if progress else None,
         )
-    console.print(metrics_view(result.metrics))
+    if result.task_metrics:
+        for folder, metrics in result.task_metrics.items():
+            console.print(f"[bold]{folder}[/]", markup=True, highlight=False)
+            console.print(metrics_view(metrics))
+    else:
+        console.print(metrics_view(result.metrics))
     console.print(comparison_view(result.comparison))
     console.print(f"comparison written to {result.files}")

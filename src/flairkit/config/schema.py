@@ -396,13 +396,128 @@ class FusionConfig(Section):
     """Probability of dropping the satellite contribution for a training batch (paper M.DR: 0.5)."""
 
 
+class HubUTAEConfig(Section):
+    """U-TAE of each FLAIR-HUB series (IGN's multitemp_model; defaults: IGN's configs/train/config_models.yaml)."""
+
+    encoder_widths: list[int] = Field(default_factory=lambda: [64, 64, 64, 128], min_length=2)
+    """With single-date encoders IGN re-derives the widths: one power of two per encoder stage, spread over these."""
+    decoder_widths: list[int] = Field(default_factory=lambda: [32, 32, 64, 128], min_length=2)
+    """Used as given only without single-date encoders (then its last must equal encoder_widths' last)."""
+    out_conv: list[int] = Field(default_factory=lambda: [32, 19], min_length=1)
+    """U-TAE head widths; the sum of the tasks' classes is appended when the last differs (as IGN)."""
+    str_conv_k: int = Field(3, gt=0)
+    str_conv_s: int = Field(1, gt=0)
+    str_conv_p: int = Field(1, ge=0)
+    agg_mode: Literal["att_group", "att_mean", "mean"] = "att_group"
+    encoder_norm: Literal["group", "batch", "instance", "none"] = "group"
+    n_head: int = Field(16, gt=0)
+    d_model: int = Field(256, gt=0)
+    d_k: int = Field(4, gt=0)
+    pad_value: float = 0.0
+    padding_mode: Literal["reflect", "zeros", "replicate", "circular"] = "reflect"
+    official_pad_norm: bool = False
+    """As model.utae.official_pad_norm: true reproduces IGN's L-TAE normalisation over padded dates too."""
+
+
+class HubNormalizationConfig(Section):
+    """Per-channel z-score of one FLAIR-HUB modality, in the order the channels are read (IGN's <MOD>_means/stds)."""
+
+    means: list[float] = Field(min_length=1)
+    stds: list[float] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _same_length(self) -> HubNormalizationConfig:
+        if len(self.means) != len(self.stds) or any(s <= 0 for s in self.stds):
+            raise ValueError("give as many means as stds, every std > 0, one per channel read")
+        return self
+
+
+class HubModelConfig(Section):
+    """FLAIR-HUB's multimodal network (IGN's FLAIR_HUB_Model); its inputs and tasks are data.hub.modalities/labels."""
+
+    encoder: str = "swin_base_patch4_window12_384"
+    """Encoder of every single-date modality as IGN names it (the part of its arch before '-'): an smp encoder name
+    or a timm model (swin_base_patch4_window12_384, convnextv2_base, ...), built with random weights."""
+    encoders: dict[HubModality, str] = Field(default_factory=dict)
+    """Per single-date modality encoder overriding model.hub.encoder (same number of stages)."""
+    decoder: Literal["upernet", "unet"] = "upernet"
+    """Decoder of every task: upernet (smp 0.4.0's, as IGN's weights have it) or unet."""
+    decoder_channels: list[int] = Field(default_factory=lambda: [256, 128, 64, 32, 16], min_length=5, max_length=5)
+    """U-Net decoder widths (smp's default)."""
+    pyramid_channels: int = Field(256, gt=0)
+    """UPerNet pyramid width (smp's default)."""
+    segmentation_channels: int = Field(64, gt=0)
+    """UPerNet output width (smp's default)."""
+    aux_heads: list[HubModality] = Field(default_factory=list)
+    """Modalities with an auxiliary decoder per task (IGN's aux_loss); their scores come out in training."""
+    image_sizes: dict[HubModality, int] = Field(default_factory=dict)
+    """Input side given to timm encoders that take one (Swin); default FLAIR-HUB's: aerial/elevation 512, SPOT 64."""
+    normalization: dict[HubModality, HubNormalizationConfig] = Field(default_factory=dict)
+    """Per-modality z-scores of the channels read; modalities not listed are fed raw (IGN: Sentinel-1/2)."""
+    utae: HubUTAEConfig = Field(default_factory=HubUTAEConfig)
+
+
+def hub_input_channels(hub: HubDataConfig) -> dict[str, int]:
+    """Channels of each FLAIR-HUB input as data.hub reads them (per date for a series)."""
+    elevation = 1 if hub.elevation == "ndsm" else 2
+    return {m: elevation if m == "DEM_ELEV" else len(hub.channels.get(m, range(HUB_BANDS[m]))) for m in hub.modalities}
+
+
+def _check_hub_model(model: ModelConfig, hub: HubDataConfig) -> None:
+    settings = model.hub
+    assert settings is not None
+    if model.multimodal:
+        raise ValueError("model.hub and model.multimodal (U-T&T) are two networks: set one of them")
+    channels = hub_input_channels(hub)
+    for key, names in (
+        ("aux_heads", settings.aux_heads),
+        ("encoders", settings.encoders),
+        ("normalization", settings.normalization),
+        ("image_sizes", settings.image_sizes),
+    ):
+        absent = [m for m in names if m not in channels]
+        if absent:
+            raise ValueError(f"model.hub.{key}: {absent} not in data.hub.modalities {hub.modalities}; add or drop it")
+    for modality, stats in settings.normalization.items():
+        if len(stats.means) != channels[modality]:
+            raise ValueError(
+                f"model.hub.normalization.{modality}: {len(stats.means)} means for the {channels[modality]} channel(s) "
+                "data.hub reads; give one mean and std per channel"
+            )
+    if not hub.labels:
+        raise ValueError("model.hub needs a task: set data.hub.labels, e.g. [AERIAL_LABEL-COSIA]")
+
+
+def _check_hub_training(train: HubTrainConfig, hub: HubDataConfig) -> None:
+    absent = [m for m in train.modality_dropout if m not in hub.modalities]
+    if absent:
+        raise ValueError(f"train.hub.modality_dropout: {absent} not in data.hub.modalities {hub.modalities}; drop it")
+    absent = [label for label in train.task_weights if label not in hub.labels]
+    if absent:
+        raise ValueError(f"train.hub.task_weights: {absent} not in data.hub.labels {hub.labels}; drop it")
+
+
 class ModelConfig(Section):
     """Network architecture."""
 
+    provider: Literal["smp", "huggingface"] = "smp"
+    """smp: a segmentation_models_pytorch network (model.arch, model.encoder); huggingface: a transformers
+    semantic-segmentation network (model.hf_model), FLAIR-1's HuggingFace model provider."""
     arch: str = "unet"
     """Any segmentation_models_pytorch architecture name: unet, deeplabv3, fpn, unetplusplus, ..."""
     encoder: str = "resnet34"
     """Any smp encoder name: resnet34, resnet18, mit_b5, efficientnet-b4, ..."""
+    hf_model: str | None = None
+    """provider huggingface: the hub id of the transformers model, e.g. openmmlab/upernet-swin-small (IGN's
+    org_model). Built offline from the config flairkit holds for it, or from model.hf_config_file."""
+    hf_config_file: Path | None = None
+    """provider huggingface: the model's transformers config.json, for hub ids flairkit holds no config of."""
+    hf_config: dict[str, Any] = Field(default_factory=dict)
+    """provider huggingface: keys of the transformers config to override (nested dicts merge), e.g.
+    ``{backbone_config: {depths: [1, 1, 1, 1]}}``; the bands and classes are always the run's."""
+    hf_pretrained: bool = False
+    """provider huggingface: start from the hub's pretrained weights of model.hf_model (fetched into the hub cache;
+    heads of other shapes stay random, as IGN's ignore_mismatched_sizes) when no checkpoint is loaded."""
     encoder_weights: str | None = "imagenet"
     """Encoder pre-training, used only when no checkpoint is loaded; null for random initialisation."""
     smp_kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -417,6 +532,9 @@ class ModelConfig(Section):
     """U-T&T: fuse the Sentinel-2 U-TAE branch into the aerial U-Net (FLAIR #2)."""
     utae: UTAEConfig = Field(default_factory=UTAEConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
+    hub: HubModelConfig | None = None
+    """FLAIR-HUB's multimodal network on data.hub.modalities and data.hub.labels (see HubModelConfig: encoder,
+    encoders, decoder, decoder widths, aux_heads, image_sizes, normalization, utae); null: not that network."""
     weights_config_check: Literal["strict", "warn", "off"] = "strict"
     """Weights that carry their config (flairkit checkpoint, bundle, released model) made for another nomenclature,
     band selection, normalisation or network: strict refuses them, warn logs the differences, off skips the check.
@@ -425,6 +543,30 @@ class ModelConfig(Section):
 
     # YAML reads a bare `off` as false (`--set model.weights_config_check=off`): take it as the text.
     _off_text = field_validator("weights_config_check", mode="before")(lambda v: "off" if v is False else v)
+    _hf_config_exists = field_validator("hf_config_file")(lambda v: _existing(v, "model.hf_config_file"))
+
+    @model_validator(mode="after")
+    def _provider_keys(self) -> ModelConfig:
+        if self.provider == "huggingface":
+            if not self.hf_model:
+                raise ValueError(
+                    "model.provider=huggingface needs model.hf_model, the hub id of the transformers model, "
+                    "e.g. openmmlab/upernet-swin-small"
+                )
+            if self.multimodal:
+                raise ValueError("model.multimodal builds the smp U-T&T: set model.provider=smp or multimodal=false")
+        elif self.hf_model or self.hf_config_file or self.hf_config or self.hf_pretrained:
+            raise ValueError("model.hf_* keys are used with model.provider=huggingface only: set it, or drop them")
+        return self
+
+    def network_label(self) -> str:
+        """The network in a few words, for reports: ``unet / resnet34``, ``huggingface openmmlab/upernet-swin-small``,
+        ``FLAIR-HUB upernet / swin_base_patch4_window12_384``, ``U-T&T unet / resnet34``."""
+        if self.hub is not None:
+            return f"FLAIR-HUB {self.hub.decoder} / {self.hub.encoder}"
+        if self.provider == "huggingface":
+            return f"huggingface {self.hf_model}"
+        return f"{'U-T&T ' if self.multimodal else ''}{self.arch} / {self.encoder}"
 
 
 class LossConfig(Section):
@@ -446,6 +588,37 @@ class LossConfig(Section):
         if self.ce + self.dice + self.focal + self.lovasz <= 0:
             raise ValueError("train.loss has no term: give ce, dice, focal or lovasz a coefficient > 0, e.g. ce: 1")
         return self
+
+
+class HubTrainConfig(Section):
+    """Training of FLAIR-HUB's multimodal network (model.hub): task and auxiliary losses, modality dropout, and the
+    flags that reproduce IGN's training bugs (README, FLAIR-HUB, "Training and evaluating")."""
+
+    task_weights: dict[HubLabel, float] = Field(default_factory=dict)
+    """Coefficient of each task's loss in the sum (IGN's task_weight); a task not listed weighs 1."""
+    aux_loss_weight: float = Field(1.5, ge=0)
+    """Coefficient of the auxiliary heads (model.hub.aux_heads): each task's loss adds this times the mean of its
+    heads' losses (IGN's aux_loss_weight)."""
+    modality_dropout: dict[HubModality, float] = Field(default_factory=dict)
+    """Probability, per input modality, that a training batch has its feature maps replaced by zeros before fusion
+    (IGN's modality_dropout); a modality not listed is never dropped. Needs two modalities or more."""
+    ign_aux_loss_bug: bool = False
+    """Reproduce IGN: the auxiliary losses are computed but never added to the loss (its ``task in dict_logits_aux``
+    test is never true)."""
+    ign_modality_dropout_bug: bool = False
+    """Reproduce IGN: each forward draws every modality's dropout probability from U(0, 1) (a drop one time in two)
+    instead of using modality_dropout, as soon as one of them is above 0."""
+    ign_weighted_iou_checkpoint: bool = False
+    """Reproduce IGN: keep the checkpoint of the best frequency-weighted IoU of the first task (val_weighted_iou)
+    instead of its macro mIoU (val_miou)."""
+
+    @field_validator("modality_dropout")
+    @classmethod
+    def _probabilities(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {m: p for m, p in value.items() if not 0 <= p <= 1}
+        if bad:
+            raise ValueError(f"{bad}: each modality dropout is a probability within 0..1")
+        return value
 
 
 class TrainConfig(Section):
@@ -526,6 +699,7 @@ class TrainConfig(Section):
     """Fraction (float) or number (int) of validation batches per epoch."""
     log_every_n_steps: int = Field(10, gt=0)
     """Logging period in steps."""
+    hub: HubTrainConfig = Field(default_factory=HubTrainConfig)
 
     _precision_text = field_validator("precision", mode="before")(_number_as_text)
     _resume_exists = field_validator("resume_from")(lambda v: _existing(v, "train.resume_from"))
@@ -539,8 +713,8 @@ class EvaluateConfig(Section):
 
     checkpoint: Path | None = None
     """Default weights of ``flair predict/evaluate`` when --checkpoint is not given."""
-    protocol: Literal["auto", "flair1", "model-card", "flair2"] = "auto"
-    """auto: flair2 for 13-logit nomenclatures, flair1 otherwise."""
+    protocol: Literal["auto", "flair1", "model-card", "flair2", "flairhub"] = "auto"
+    """auto: flairhub for FLAIR-HUB's nomenclatures (hub, lpis1..3), flair2 for 13-logit ones, flair1 otherwise."""
     batch_size: int = Field(8, gt=0)
     """Patches per prediction batch."""
     device: str = "auto"
@@ -607,7 +781,9 @@ class DetectConfig(Section):
     """Douglas-Peucker tolerance (m) when vectorising; 0 keeps pixel edges."""
     inputs: dict[str, str] = Field(default_factory=dict)
     """The model's bands assembled from several rasters, by kind: rgb, nir, dsm, dtm, each ``PATH[:BANDS]``
-    (e.g. ``nir: ortho_irc.vrt:1``), instead of one stacked orthophoto (--input KIND=PATH[:BANDS])."""
+    (e.g. ``nir: ortho_irc.vrt:1``), instead of one stacked orthophoto (--input KIND=PATH[:BANDS]). FLAIR-HUB models
+    (model.hub) read their other modalities per tile from dsm and dtm (DEM_ELEV), spot (SPOT_RGBI raster), s1asc
+    and s1desc (Sentinel-1 acquisitions lists, as detect.sentinel2)."""
     resolution: float | None = Field(None, gt=0)
     """Pixel size (CRS units) of the grid assembled inputs are warped onto; null: 0.2 m, the FLAIR models' own."""
     crs: str | None = None
@@ -622,6 +798,10 @@ class DetectConfig(Section):
     output_grid: Literal["reference", "input"] = "reference"
     """Grid of the class map of assembled inputs: reference (the grid they are warped onto) or input (the rgb
     source's own CRS and pixel size; the finished map is warped back with nearest resampling, window by window)."""
+    sentinel2: Path | None = None
+    """U-T&T models (model.multimodal): JSON or CSV list of the Sentinel-2 acquisitions (date, 10-band GeoTIFF,
+    optional snow/cloud mask), read per tile and filtered/averaged as data.sentinel says (--input s2=FILE); FLAIR-HUB
+    models (model.hub) with SENTINEL2_TS: the same list, filtered/averaged as data.hub.sentinel2 says."""
 
     _device_known = field_validator("device")(_device_name)
     _precision_text = field_validator("precision", mode="before")(_number_as_text)
@@ -643,7 +823,7 @@ class PublishedMetrics(Section):
     miou: float
     overall_accuracy: float | None = None
     per_class_iou: dict[str, float] = Field(default_factory=dict)
-    protocol: Literal["flair1", "model-card", "flair2"] = "flair1"
+    protocol: Literal["flair1", "model-card", "flair2", "flairhub"] = "flair1"
 
 
 class ReleaseConfig(Section):
@@ -700,6 +880,9 @@ class FlairConfig(Section):
                 f"train.recalibrate_batchnorm needs BatchNorm statistics to measure, and model.norm={self.model.norm} "
                 "has none to recalibrate; set model.norm=batch or train.recalibrate_batchnorm=false"
             )
+        if self.model.hub is not None:
+            _check_hub_model(self.model, self.data.hub)
+            _check_hub_training(self.train.hub, self.data.hub)
         return self
 
     @property

@@ -3,6 +3,8 @@ one grid, read by windows like a stacked orthophoto.
 
 The assembled scene has the five FLAIR-1 bands (red, green, blue, NIR, elevation; the model's ``data.channels``
 select among them). Every source is read through a :class:`~rasterio.vrt.WarpedVRT` on the grid: no temporary copy.
+A source may be a folder of tiles of one product (BD ORTHO's 5 km tiles): they are mosaicked by a VRT kept in
+memory, and where no tile lies the pixels are missing.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import numpy as np
 import rasterio
@@ -24,6 +27,7 @@ from rasterio.windows import Window
 
 from flairkit.data.rasters import AERIAL_RESOLUTION
 from flairkit.data.scenes import (
+    RASTER_SUFFIXES,
     RESOLUTION_TOLERANCE,
     InputRaster,
     Rectangles,
@@ -31,6 +35,7 @@ from flairkit.data.scenes import (
     Span,
     covered_pixels,
     vrt_coverage,
+    vrt_text_coverage,
 )
 from flairkit.errors import ConfigError, DataError
 
@@ -46,6 +51,8 @@ HIGHEST_GROUND = 9000.0
 HIGHEST_NDSM_MEDIAN = 30.0
 """Metres: a median DSM - DTM above this means the two are not in the same unit or vertical datum."""
 INPUTS_KEY = "detect.inputs (--input)"
+ELEVATION_STRIP = 256
+"""Rows of DSM and DTM read at a time."""
 SAMPLE_SIDE = 512
 """Side in pixels of the central window that the elevation value-range checks read (cheap on any raster)."""
 
@@ -60,6 +67,12 @@ class Source:
     resampling: Resampling
     coverage: Rectangles | None = None
     """A VRT mosaic's tiles as (column, row, width, height) rectangles of the grid; None: no gaps."""
+    mosaic: str | None = None
+    """When ``path`` is a folder of tiles: the VRT (XML text, kept in memory) that mosaics them."""
+
+    def open(self) -> rasterio.io.DatasetReader:
+        """The source's raster: its file, or the in-memory VRT mosaic of its folder."""
+        return rasterio.open(self.mosaic if self.mosaic is not None else self.path)
 
 
 @dataclass(frozen=True)
@@ -115,6 +128,89 @@ def parse_sources(
         method = resampling_imagery if kind in ("rgb", "nir") else resampling_elevation
         sources.append(Source(kind, Path(path), bands, Resampling[method]))
     return tuple(sources)
+
+
+GDAL_TYPES = {
+    "uint8": "Byte",
+    "int8": "Int8",
+    "uint16": "UInt16",
+    "int16": "Int16",
+    "uint32": "UInt32",
+    "int32": "Int32",
+    "float32": "Float32",
+    "float64": "Float64",
+}
+
+
+def folder_mosaic(folder: Path, where: str) -> str:
+    """The VRT XML (to keep in memory) mosaicking the raster tiles of ``folder`` (one product, e.g. BD ORTHO's 5 km
+    tiles) on the first tile's pixel size; where no tile lies, the mosaic has no data.
+
+    Tiles must share their band count, data type and CRS; DataError naming the folder and the fix otherwise.
+    """
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in RASTER_SUFFIXES and p.is_file())
+    if not files:
+        raise DataError(f"{where}: folder holds no raster ({', '.join(RASTER_SUFFIXES)}); check the path")
+    tiles = []
+    for file in files:
+        try:
+            with rasterio.open(file) as src:
+                tiles.append(
+                    {
+                        "file": file,
+                        "kind": (src.count, src.dtypes[0]),
+                        "crs": src.crs,
+                        "bounds": src.bounds,
+                        "shape": (src.width, src.height),
+                        "res": src.res,
+                        "nodata": src.nodata,
+                        "bands": tuple(zip(src.colorinterp, src.units, strict=True)),
+                    }
+                )
+        except RasterioError as error:
+            raise DataError(f"{where}: cannot open tile {file.name} ({error}); remove it or fix it") from None
+    first = tiles[0]
+    for tile in tiles[1:]:
+        if tile["kind"] != first["kind"]:
+            raise DataError(
+                f"{where}: tile {tile['file'].name} has {tile['kind'][0]} {tile['kind'][1]} band(s) but "
+                f"{first['file'].name} has {first['kind'][0]} {first['kind'][1]}; a folder holds the tiles of one "
+                f"product only"
+            )
+        if tile["crs"] != first["crs"]:
+            raise DataError(
+                f"{where}: tile {tile['file'].name} is in {tile['crs']} but {first['file'].name} in {first['crs']}; "
+                f"a folder holds the tiles of one product in one CRS (reproject them, or give one folder per CRS)"
+            )
+    dtype, crs, (xres, yres) = first["kind"][1], first["crs"], first["res"]
+    if crs is None:
+        raise DataError(f"{where}: tile {first['file'].name} has no coordinate reference system; assign one")
+    left = min(t["bounds"].left for t in tiles)
+    top = max(t["bounds"].top for t in tiles)
+    width = math.ceil((max(t["bounds"].right for t in tiles) - left) / xres - 1e-6)
+    height = math.ceil((top - min(t["bounds"].bottom for t in tiles)) / yres - 1e-6)
+    bands = []
+    for band, (interp, unit) in enumerate(first["bands"], start=1):
+        lines = [f'<VRTRasterBand dataType="{GDAL_TYPES.get(dtype, "Float64")}" band="{band}">']
+        if first["nodata"] is not None:
+            lines.append(f"<NoDataValue>{first['nodata']!r}</NoDataValue>")
+        lines.append(f"<ColorInterp>{interp.name.capitalize()}</ColorInterp>")
+        if unit:
+            lines.append(f"<UnitType>{escape(unit)}</UnitType>")
+        for tile in tiles:
+            bounds, (columns, rows) = tile["bounds"], tile["shape"]
+            x, y = (bounds.left - left) / xres, (top - bounds.top) / yres
+            w, h = (bounds.right - bounds.left) / xres, (bounds.top - bounds.bottom) / yres
+            lines.append(
+                f'<SimpleSource><SourceFilename relativeToVRT="0">{escape(str(tile["file"].resolve()))}'
+                f'</SourceFilename><SourceBand>{band}</SourceBand><SrcRect xOff="0" yOff="0" xSize="{columns}" '
+                f'ySize="{rows}"/><DstRect xOff="{x!r}" yOff="{y!r}" xSize="{w!r}" ySize="{h!r}"/></SimpleSource>'
+            )
+        bands.append("".join([*lines, "</VRTRasterBand>"]))
+    return (
+        f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}"><SRS>{escape(crs.to_wkt())}</SRS>'
+        f"<GeoTransform>{left!r}, {xres!r}, 0.0, {top!r}, 0.0, {-yres!r}</GeoTransform>{''.join(bands)}</VRTDataset>"
+    )
 
 
 def _grid(first: rasterio.io.DatasetReader, crs: CRS, resolution: float) -> tuple[Affine, int, int]:
@@ -182,10 +278,13 @@ def _check_source(source: Source, src: rasterio.io.DatasetReader, where: str, re
 
 
 def _grid_coverage(
-    src: rasterio.io.DatasetReader, bands: Sequence[int], crs: CRS, transform: Affine, width: int, height: int
+    src: rasterio.io.DatasetReader, source: Source, crs: CRS, transform: Affine, width: int, height: int
 ) -> Rectangles | None:
     """The rectangles of the grid (a pixel counts when its centre is inside) that the tiles of a VRT mosaic cover."""
-    rectangles = vrt_coverage(Path(src.name), bands, src.width, src.height)
+    if source.mosaic is not None:
+        rectangles = vrt_text_coverage(source.mosaic, source.bands, src.width, src.height)
+    else:
+        rectangles = vrt_coverage(Path(src.name), source.bands, src.width, src.height)
     if rectangles is None:
         return None
     res, gx, gy = transform.a, transform.c, transform.f
@@ -233,20 +332,20 @@ def inspect_assembly(
     resample = allow_resample or resolution is not None or crs is not None
     opened = []
     try:
+        checked = []
         for source in sources:
             where = f"{source.kind}={source.path}"
             if source.path.is_dir():
-                raise DataError(
-                    f"{where}: is a folder; give one raster, e.g. a VRT mosaic of its tiles "
-                    f"(gdalbuildvrt {source.path.name}.vrt {source.path}/*.tif)"
-                )
-            if not source.path.is_file():
-                raise DataError(f"{where}: no such file; check the path")
+                source = replace(source, mosaic=folder_mosaic(source.path, where))
+            elif not source.path.is_file():
+                raise DataError(f"{where}: no such file or folder; check the path")
             try:
-                opened.append(rasterio.open(source.path))
+                opened.append(source.open())
             except RasterioError as error:
                 raise DataError(f"{where}: cannot open raster ({error}); give a GeoTIFF, JP2 or VRT") from None
             _check_source(source, opened[-1], where, resample, grid_res)
+            checked.append(source)
+        sources = tuple(checked)
         first = opened[0]
         try:
             grid_crs = first.crs if crs is None else CRS.from_user_input(crs)
@@ -259,7 +358,7 @@ def inspect_assembly(
             )
         transform, width, height = _grid(first, grid_crs, grid_res)
         sources = tuple(
-            replace(s, coverage=_grid_coverage(src, s.bands, grid_crs, transform, width, height))
+            replace(s, coverage=_grid_coverage(src, s, grid_crs, transform, width, height))
             if src.driver == "VRT"
             else s
             for s, src in zip(sources, opened, strict=True)
@@ -292,8 +391,59 @@ def inspect_assembly(
     )
 
 
+def grid_offset(src: rasterio.io.DatasetReader, raster: InputRaster) -> tuple[int, int] | None:
+    """(column, row) of the grid's origin in ``src``'s pixels when ``src`` lies on the grid of ``raster`` (same CRS and
+    pixel size, a whole number of pixels apart), else None."""
+    grid, own = raster.transform, src.transform
+    if src.crs != raster.crs or own.b or own.d or grid.b or grid.d:
+        return None
+    if abs(own.a - grid.a) > 1e-9 * abs(grid.a) or abs(own.e - grid.e) > 1e-9 * abs(grid.e):
+        return None
+    col, row = (grid.c - own.c) / own.a, (grid.f - own.f) / own.e
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        return None
+    return round(col), round(row)
+
+
+class _OnGrid:
+    """A source that lies on the grid, read directly with the reads and masks of a :class:`WarpedVRT` onto the grid
+    (0 and masked outside the source): warping it would give the same pixels, tens of times slower."""
+
+    def __init__(self, src: rasterio.io.DatasetReader, offset: tuple[int, int]):
+        self._src = src
+        self._col, self._row = offset
+
+    def _inside(self, window: Window) -> tuple[Window, tuple[slice, slice]] | None:
+        """The part of ``window`` (grid pixels) inside the source: as a source window, and where it goes."""
+        col0, row0 = int(window.col_off) + self._col, int(window.row_off) + self._row
+        rows = Span(row0, row0 + int(window.height)).intersect(Span(0, self._src.height))
+        cols = Span(col0, col0 + int(window.width)).intersect(Span(0, self._src.width))
+        if rows is None or cols is None:
+            return None
+        place = (slice(rows.start - row0, rows.stop - row0), slice(cols.start - col0, cols.stop - col0))
+        return Window(cols.start, rows.start, cols.size, rows.size), place
+
+    def read(self, bands: list[int], window: Window) -> np.ndarray:
+        out = np.zeros((len(bands), int(window.height), int(window.width)), dtype=self._src.dtypes[bands[0] - 1])
+        inside = self._inside(window)
+        if inside is not None:
+            out[:, inside[1][0], inside[1][1]] = self._src.read(bands, window=inside[0])
+        return out
+
+    def dataset_mask(self, window: Window) -> np.ndarray:
+        out = np.zeros((int(window.height), int(window.width)), dtype=np.uint8)
+        inside = self._inside(window)
+        if inside is not None:
+            out[inside[1]] = self._src.dataset_mask(window=inside[0])
+        return out
+
+    def close(self) -> None:
+        """The source itself is closed by its owner."""
+
+
 class AssembledScene(SceneReader):
-    """Reads rectangles of the selected FLAIR-1 bands of an :class:`AssembledRaster`, each source warped on the fly.
+    """Reads rectangles of the selected FLAIR-1 bands of an :class:`AssembledRaster`, each source warped on the fly
+    (read directly when it lies on the grid already).
 
     Not thread-safe: each thread opens its own reader.
     """
@@ -303,18 +453,24 @@ class AssembledScene(SceneReader):
         self.channels = list(channels)
         self._coverage = None
         self._files: list[rasterio.io.DatasetReader] = []
-        self._warped: dict[str, WarpedVRT] = {}
+        self._warped: dict[str, WarpedVRT | _OnGrid] = {}
         try:
             for source in raster.parts:
-                self._files.append(rasterio.open(source.path))
-                self._warped[source.kind] = WarpedVRT(
-                    self._files[-1],
-                    crs=raster.crs,
-                    transform=raster.transform,
-                    width=raster.width,
-                    height=raster.height,
-                    resampling=source.resampling,
-                    add_alpha=self._files[-1].nodata is None,
+                src = source.open()
+                self._files.append(src)
+                offset = grid_offset(src, raster)
+                self._warped[source.kind] = (
+                    _OnGrid(src, offset)
+                    if offset is not None
+                    else WarpedVRT(
+                        src,
+                        crs=raster.crs,
+                        transform=raster.transform,
+                        width=raster.width,
+                        height=raster.height,
+                        resampling=source.resampling,
+                        add_alpha=src.nodata is None,
+                    )
                 )
         except RasterioError as error:
             self.close()
@@ -336,14 +492,21 @@ class AssembledScene(SceneReader):
 
     def _read(self, rows: Span, cols: Span) -> np.ndarray:
         window = Window(cols.start, rows.start, cols.size, rows.size)
-        bands: dict[int, np.ndarray] = {}
+        out = np.empty((len(self.channels), rows.size, cols.size), dtype=np.uint8)
+        where = {channel: i for i, channel in enumerate(self.channels)}
         if {1, 2, 3} & set(self.channels):
-            bands.update(zip((1, 2, 3), self._band("rgb", window), strict=True))
-        if 4 in self.channels:
-            bands[4] = self._band("nir", window)[0]
-        if 5 in self.channels:
-            bands[5] = flair1_elevation(self._band("dsm", window)[0], self._band("dtm", window)[0])
-        return np.stack([bands[c] for c in self.channels])
+            for channel, band in zip((1, 2, 3), self._band("rgb", window), strict=True):
+                if channel in where:
+                    out[where[channel]] = band
+        if 4 in where:
+            out[where[4]] = self._band("nir", window)[0]
+        if 5 in where:
+            # By strips: float32 DSM and DTM of a whole block would weigh 8 bytes a pixel more.
+            for top in range(0, rows.size, ELEVATION_STRIP):
+                part = Window(cols.start, rows.start + top, cols.size, min(ELEVATION_STRIP, rows.size - top))
+                elevation = flair1_elevation(self._band("dsm", part)[0], self._band("dtm", part)[0])
+                out[where[5], top : top + int(part.height)] = elevation
+        return out
 
     def valid(self, rows: Span, cols: Span, data: np.ndarray) -> np.ndarray | None:
         """Where every source covers the pixels of ``rows`` x ``cols`` with data (and the imagery is not nodata)."""

@@ -112,8 +112,17 @@ def vrt_coverage(path: Path, channels: Sequence[int], width: int, height: int) -
     """The pixel rectangles that the sources of the selected bands of a VRT fill; None when every pixel is covered
     (or the VRT is not a plain mosaic of sources)."""
     try:
-        root = ElementTree.fromstring(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ElementTree.ParseError):
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return vrt_text_coverage(text, channels, width, height)
+
+
+def vrt_text_coverage(text: str, channels: Sequence[int], width: int, height: int) -> Rectangles | None:
+    """:func:`vrt_coverage` of the VRT XML ``text``."""
+    try:
+        root = ElementTree.fromstring(text)
+    except ElementTree.ParseError:
         return None
     if root.get("subClass"):  # warped or processed VRT: its pixels are computed, not placed
         return None
@@ -306,7 +315,9 @@ class SceneReader:
         """
         valid = None
         if self.raster.nodata is not None:
-            valid = np.any(data != self.raster.nodata, axis=0)
+            valid = np.zeros(data.shape[1:], dtype=bool)
+            for band in data:  # band by band: no (bands, rows, cols) temporary
+                valid |= band != self.raster.nodata
         if self.raster.dataset_mask:
             mask = self._src.dataset_mask(window=Window(cols.start, rows.start, cols.size, rows.size)) > 0
             valid = mask if valid is None else valid & mask

@@ -28,6 +28,8 @@ from flairkit.errors import ConfigError, DataError
 
 N_BANDS = 10
 """B2, B3, B4, B5, B6, B7, B8, B8A, B11, B12."""
+SENTINEL_RESOLUTION = 10.0
+"""Sentinel-2 pixel size in metres (the 10 m bands of FLAIR #2 super-patches)."""
 AVERAGE_DAY = 15
 """Day of the month given to a monthly average."""
 
@@ -282,10 +284,18 @@ def load_sentinel_sample(
     series = np.asarray(crop_super_patch(data, centroid, size, where))
     crop_masks = np.asarray(crop_super_patch(masks, centroid, size, where))
     offsets = day_offsets([(d.month, d.day) for d in dates], config.reference_date)
+    return prepare_series(series, crop_masks, offsets, config)
 
+
+def prepare_series(
+    series: np.ndarray, masks: np.ndarray, offsets: np.ndarray, config: SentinelConfig
+) -> SentinelSample:
+    """A super-patch's (T, 10, s, s) ``series``, (T, 2, s, s) snow and cloud ``masks`` and day ``offsets`` without
+    empty dates, cloud-filtered and averaged as ``config`` says (see :func:`load_sentinel_sample`). The inputs are
+    never modified."""
     valid = _valid_dates(series)
     if valid.size:
-        series, crop_masks, offsets = series[valid], crop_masks[valid], offsets[valid]
+        series, masks, offsets = series[valid], masks[valid], np.asarray(offsets)[valid]
     else:
         warnings.warn(
             "every Sentinel-2 date of a super-patch is empty (all zero or NaN); keeping them as zeros",
@@ -294,10 +304,10 @@ def load_sentinel_sample(
         )
         series = np.nan_to_num(series.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     if config.filter_clouds and series.shape[0]:
-        series, offsets = filter_cloudy_dates(series, crop_masks, offsets, config.cloud_probability, config.max_cover)
+        series, offsets = filter_cloudy_dates(series, masks, offsets, config.cloud_probability, config.max_cover)
     if config.monthly_average and series.shape[0]:
         series, offsets = monthly_average(series, offsets, config.reference_date)
-    return SentinelSample(np.ascontiguousarray(series, dtype=np.float32), offsets.astype(np.int64))
+    return SentinelSample(np.ascontiguousarray(series, dtype=np.float32), np.asarray(offsets).astype(np.int64))
 
 
 def _as_pair(sample: SentinelSample | tuple) -> tuple[torch.Tensor, torch.Tensor]:

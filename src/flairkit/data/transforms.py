@@ -63,24 +63,35 @@ def augment_batch(
 
     ``images`` is (B, C, H, W); ``labels`` is (B, H, W) or (B, K, H, W). Square patches are required for rot90.
     """
+    out_images, out_labels = augment_arrays([images, labels], probability, generator)
+    return out_images, out_labels
+
+
+def augment_arrays(
+    arrays: Sequence[torch.Tensor], probability: float, generator: torch.Generator | None = None
+) -> list[torch.Tensor]:
+    """Random hflip, vflip and rot90 per sample, each with ``probability``, the same for every array of ``arrays``.
+
+    Each array is (B, ..., H, W) with the same B (its own H and W: modalities of different resolutions over the
+    same square footprint stay aligned); the transform acts on the last two axes only, so every date and channel
+    of a sample turns alike. Square arrays are required for rot90.
+    """
     if probability <= 0:
-        return images, labels
-    batch = images.shape[0]
+        return list(arrays)
+    batch = arrays[0].shape[0]
     draws = torch.rand((3, batch), generator=generator, device="cpu") < probability
-    label_has_channels = labels.dim() == 4
-    out_images, out_labels = [], []
+    out: list[list[torch.Tensor]] = [[] for _ in arrays]
     for i in range(batch):
-        image = images[i]
-        label = labels[i] if label_has_channels else labels[i].unsqueeze(0)
-        if draws[0, i]:
-            image, label = image.flip(-1), label.flip(-1)
-        if draws[1, i]:
-            image, label = image.flip(-2), label.flip(-2)
-        if draws[2, i]:
-            image, label = image.rot90(1, (-2, -1)), label.rot90(1, (-2, -1))
-        out_images.append(image)
-        out_labels.append(label if label_has_channels else label.squeeze(0))
-    return torch.stack(out_images), torch.stack(out_labels)
+        for array, samples in zip(arrays, out, strict=True):
+            sample = array[i]
+            if draws[0, i]:
+                sample = sample.flip(-1)
+            if draws[1, i]:
+                sample = sample.flip(-2)
+            if draws[2, i]:
+                sample = sample.rot90(1, (-2, -1))
+            samples.append(sample)
+    return [torch.stack(samples) for samples in out]
 
 
 class RadiometricJitter(torch.nn.Module):

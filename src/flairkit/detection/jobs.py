@@ -18,6 +18,7 @@ from rasterio.errors import RasterioError
 from flairkit.atomic import check_not_inputs, check_writable
 from flairkit.data.assembly import AssembledRaster, inspect_assembly
 from flairkit.data.scenes import InputRaster, expand_inputs, inspect_input
+from flairkit.data.series import check_coverage
 from flairkit.detection.distributed import Ranks, shard
 from flairkit.detection.resume import WorkDir
 from flairkit.detection.settings import DetectionSettings
@@ -28,6 +29,8 @@ from flairkit.errors import ConfigError, DataError, OutputExistsError
 MAP_SUFFIXES = (".tif", ".tiff")
 MAP_NAME = "{stem}_landcover.tif"
 """Name of each map when ``output`` is a folder."""
+TASK_MAP_NAME = "{stem}_{task}.tif"
+"""Name of each task's map of a multi-task FLAIR-HUB model, in the ``output`` folder."""
 JobState = Literal["skip", "resume", "fresh"]
 """A map already done (resume), an interrupted map to continue, or a map to compute from scratch."""
 
@@ -48,15 +51,20 @@ class MapJob:
         return [p for p in (self.map, self.scores, self.style, self.polygons) if p is not None]
 
 
-def _map_paths(inputs: Sequence[Path], output: Path) -> list[Path]:
+def _map_paths(inputs: Sequence[Path], output: Path, task: str | None = None) -> list[Path]:
     output = Path(output)
     if output.suffix.lower() in MAP_SUFFIXES:
+        if task is not None:
+            raise ConfigError(
+                f"this FLAIR-HUB model has several tasks, written as one map each ({TASK_MAP_NAME}); "
+                f"give a folder as output, not {output}"
+            )
         if len(inputs) > 1:
             raise ConfigError(
                 f"{len(inputs)} inputs cannot all be written to the single file {output}; give a folder as output"
             )
         return [output]
-    maps = [output / MAP_NAME.format(stem=p.stem) for p in inputs]
+    maps = [output / (MAP_NAME if task is None else TASK_MAP_NAME).format(stem=p.stem, task=task) for p in inputs]
     seen: dict[Path, Path] = {}
     for source, target in zip(inputs, maps, strict=True):
         if target in seen:
@@ -83,10 +91,18 @@ def plan_jobs(
     else:
         files = expand_inputs(inputs)
         rasters = [inspect_input(f, settings.channels, settings.nodata, settings.all_zero_is_nodata) for f in files]
+    for raster in rasters if settings.series is not None or settings.hub is not None else ():
+        left, top = raster.transform @ (0, 0)
+        right, bottom = raster.transform @ (raster.width, raster.height)
+        if settings.series is not None:
+            check_coverage(settings.series, raster.crs, (left, bottom, right, top), raster.path)
+        for name, paths in settings.hub.coverage().items() if settings.hub is not None else ():
+            check_coverage(paths, raster.crs, (left, bottom, right, top), raster.path, name)
     if evaluate_labels is not None and len(files) != 1:
         raise ConfigError(f"evaluate_labels covers one orthophoto but {len(files)} inputs were given; give one input")
     jobs = []
-    for raster, map_path in zip(rasters, _map_paths(files, output), strict=True):
+    task = settings.task if len(settings.tasks) > 1 else None
+    for raster, map_path in zip(rasters, _map_paths(files, output, task), strict=True):
         stem = map_path.with_suffix("")
         jobs.append(
             MapJob(
@@ -101,6 +117,10 @@ def plan_jobs(
     if evaluate_labels is not None:
         _check_labels(Path(evaluate_labels), jobs[0].raster)
     sources = [source for job in jobs for source in job.raster.sources]
+    if settings.series is not None:
+        sources += settings.series.files
+    if settings.hub is not None:
+        sources += settings.hub.files
     labels = [Path(evaluate_labels)] if evaluate_labels is not None else []
     check_not_inputs([path for job in jobs for path in job.outputs], [*sources, *labels])
     return jobs
@@ -144,7 +164,7 @@ def tile_plan(settings: DetectionSettings, raster: InputRaster) -> TilePlan:
     tile = settings.tile_size
     if settings.fit_tiles:
         tile = fitted_tile_size(raster.width, raster.height, tile, settings.margin)
-    block = resolve_block_size(tile, settings.margin, settings.block_size)
+    block = resolve_block_size(tile, settings.margin, settings.block_size, settings.mode)
     kept_windows = None
     if settings.flair_detect_windows:
         try:
@@ -156,13 +176,14 @@ def tile_plan(settings: DetectionSettings, raster: InputRaster) -> TilePlan:
 
 
 def work_manifest(raster: InputRaster, settings: DetectionSettings, fingerprint: str) -> dict[str, Any]:
-    """What a resumed map must share with the run that began it: input (and each other source of an assembly, by
-    size and modification time), grid, settings and weights."""
+    """What a resumed map must share with the run that began it: input (and each other source of an assembly and
+    each Sentinel-2 file, by size and modification time), grid, settings and weights."""
     manifest = {
         "input": str(raster.path.resolve()),
         "input_size": raster.path.stat().st_size,
         "input_mtime_ns": raster.path.stat().st_mtime_ns,
         "grid": [raster.width, raster.height, list(raster.transform)[:6]],
+        "block_side": tile_plan(settings, raster).block_size,
         "settings": settings.manifest(),
         "model": fingerprint,
     }
@@ -171,6 +192,12 @@ def work_manifest(raster: InputRaster, settings: DetectionSettings, fingerprint:
             if part.path != raster.path:
                 stat = part.path.stat()
                 manifest[f"{part.kind} source {part.path.resolve()}"] = [stat.st_size, stat.st_mtime_ns]
+    for path in settings.series.files if settings.series is not None else ():
+        stat = path.stat()
+        manifest[f"sentinel-2 {path.resolve()}"] = [stat.st_size, stat.st_mtime_ns]
+    for path in settings.hub.files if settings.hub is not None else ():
+        stat = path.stat()
+        manifest[f"FLAIR-HUB source {path.resolve()}"] = [stat.st_size, stat.st_mtime_ns]
     return manifest
 
 

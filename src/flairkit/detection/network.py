@@ -1,19 +1,25 @@
 """The network as zone detection runs it: on its device, checked on one blank tile, then in ONNX Runtime or in
-torch with its BatchNorm folded into the convolutions, at the chosen precision."""
+torch with its BatchNorm folded into the convolutions, at the chosen precision. A U-T&T model runs in torch as it
+is, called on each batch's aerial tiles and Sentinel-2 series (:class:`AerialLogits`); a FLAIR-HUB model in torch,
+called on each batch's aerial tiles and its other modalities (:class:`HubLogits`), one task at a time."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
 from flairkit.config.schema import FlairConfig
+from flairkit.data.hub.tiles import AERIAL, HubTileReader
+from flairkit.data.sentinel import N_BANDS
 from flairkit.data.transforms import Normalizer
 from flairkit.detection.settings import DetectionSettings
 from flairkit.devices import autocast
 from flairkit.errors import ConfigError
+from flairkit.models.hub import HubNetwork, normalization, normalize_batch
 from flairkit.models.inference import AveragedNetwork, fold_batchnorm
 from flairkit.models.loader import weights_fingerprint
 from flairkit.models.onnx import OnnxSegmenter, onnx_on_device, onnx_providers, onnx_runtime_model
@@ -21,12 +27,42 @@ from flairkit.models.onnx import OnnxSegmenter, onnx_on_device, onnx_providers, 
 logger = logging.getLogger(__name__)
 
 
+class AerialLogits(torch.nn.Module):
+    """A U-T&T network called as detection calls it: (aerial, series, dates) -> the aerial branch's logits."""
+
+    def __init__(self, network: torch.nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, aerial: torch.Tensor, series: torch.Tensor, dates: torch.Tensor) -> torch.Tensor:
+        return self.network(aerial, series, dates)[0]
+
+
+class HubLogits(torch.nn.Module):
+    """A FLAIR-HUB network called as detection calls it: (aerial, batch of the other modalities) -> the logits of
+    one task at the aerial tiles' size, every modality normalised by :func:`~flairkit.models.hub.normalize_batch`."""
+
+    def __init__(
+        self, network: HubNetwork, statistics: Mapping[str, tuple[Sequence[float], Sequence[float]]], task: str
+    ):
+        super().__init__()
+        self.network = network
+        self.statistics = dict(statistics)
+        self.task = task
+
+    def forward(self, aerial: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
+        moved = {k: v.to(aerial.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        moved[AERIAL] = aerial
+        return self.network(normalize_batch(moved, self.statistics), output_size=tuple(aerial.shape[-2:]))[self.task]
+
+
 @dataclass(frozen=True)
 class DetectionNetwork:
     """What runs the tiles: the network, its input normalisation, the settings it allows and its fingerprint."""
 
     model: torch.nn.Module
-    normalizer: Normalizer
+    normalizer: torch.nn.Module
+    """The aerial tiles' normalisation (identity for a FLAIR-HUB model, whose :class:`HubLogits` normalises)."""
     settings: DetectionSettings
     """The run's settings, less what the network cannot do (fitted tiles for a graph of one tile size,
     reduced precision in ONNX Runtime)."""
@@ -52,6 +88,10 @@ def prepare_network(
     stitching's softmax gives them back and margin stitching's argmax picks the same class."""
     models = [model] if isinstance(model, torch.nn.Module) else list(model)
     settings = replace(settings, models=len(models))
+    if settings.series is not None:
+        return _multimodal_network(config, models, settings, device, compute)
+    if settings.hub is not None:
+        return _hub_network(config, models, settings, device, compute)
     normalizer = Normalizer.from_config(config.data.normalization).to(device)
     networks, fingerprints = [], []
     for network in models:
@@ -76,8 +116,53 @@ def prepare_network(
     return DetectionNetwork(runnable, normalizer, settings, "+".join(fingerprints), backend)
 
 
+def _multimodal_network(
+    config: FlairConfig,
+    models: list[torch.nn.Module],
+    settings: DetectionSettings,
+    device: torch.device,
+    compute: bool,
+) -> DetectionNetwork:
+    """A U-T&T network as detection runs it: in torch, unfolded (its fusion reads the encoder's maps)."""
+    if len(models) > 1:
+        raise ConfigError(
+            f"{len(models)} checkpoints were given but ensembles of U-T&T models are not offered; give one checkpoint"
+        )
+    if settings.backend == "onnx" or isinstance(models[0], OnnxSegmenter):
+        raise ConfigError("detect.backend=onnx: U-T&T models run in torch only; set detect.backend=auto or torch")
+    settings = replace(settings, backend="torch")
+    normalizer = Normalizer.from_config(config.data.normalization).to(device)
+    network = AerialLogits(models[0].eval().to(device)).eval()
+    if compute:
+        check_model(network, normalizer, settings, device)
+    return DetectionNetwork(network, normalizer, settings, weights_fingerprint(models[0]), "torch")
+
+
+def _hub_network(
+    config: FlairConfig,
+    models: list[torch.nn.Module],
+    settings: DetectionSettings,
+    device: torch.device,
+    compute: bool,
+) -> DetectionNetwork:
+    """A FLAIR-HUB network as detection runs it: in torch, on the task of ``settings.task``."""
+    if len(models) > 1:
+        raise ConfigError(
+            f"{len(models)} checkpoints were given but ensembles of FLAIR-HUB models are not offered; give one"
+        )
+    if settings.backend == "onnx" or not isinstance(models[0], HubNetwork):
+        raise ConfigError("detect.backend=onnx: FLAIR-HUB models run in torch only; set detect.backend=auto or torch")
+    settings = replace(settings, backend="torch")
+    assert settings.task is not None
+    network = HubLogits(models[0].eval().to(device), normalization(config), settings.task).eval()
+    identity = torch.nn.Identity()
+    if compute:
+        check_model(network, identity, settings, device)
+    return DetectionNetwork(network, identity, settings, weights_fingerprint(models[0]), "torch")
+
+
 def check_model(
-    model: torch.nn.Module, normalizer: Normalizer, settings: DetectionSettings, device: torch.device
+    model: torch.nn.Module, normalizer: torch.nn.Module, settings: DetectionSettings, device: torch.device
 ) -> None:
     """Run one blank tile through the model: wrong bands, tile size or class count fail before any work."""
     size, bands = settings.tile_size, len(settings.channels)
@@ -85,9 +170,16 @@ def check_model(
         # Same remainder modulo 256 (so the same divisibility by the encoder stride), far less to compute.
         size = 256 + size % 256
     blank = torch.zeros((1, bands, size, size), dtype=torch.uint8, device=device)
+    extra: tuple[torch.Tensor, ...] = ()
+    if settings.series is not None:
+        side = settings.series.config.sat_patch_size
+        series = torch.ones((1, 1, N_BANDS, side, side), device=device)
+        extra = (series, torch.zeros((1, 1), dtype=torch.long, device=device))
+    if settings.hub is not None:
+        extra = tuple(HubTileReader.batch([settings.hub.blank_item(size)]))
     try:
         with torch.inference_mode(), autocast(device, settings.precision):
-            logits = model(normalizer(blank))
+            logits = model(normalizer(blank), *extra)
     except RuntimeError as error:
         raise ConfigError(
             f"the model fails on a {size}x{size} tile of {bands} band(s) ({error}); check data.channels and "

@@ -4,33 +4,41 @@ A reader thread reads each block's neighbourhood once (GDAL decoding with this p
 share of the CPUs) and decides which tiles are worth running (not wholly on missing pixels); the calling
 thread runs the model (batches cross to a GPU from pinned memory, without waiting) and stitches; a writer
 thread hands finished blocks to ``store``. At most :data:`QUEUE_DEPTH` blocks wait on either side, so
-memory depends on the block size only (plus at most :data:`~flairkit.detection.stitching.KEPT_BYTES` of
-kept predictions). A block's tiles are always batched the same way, so a block gives the same bytes
-whichever run or rank computes it; in blend mode with batches of one tile, a tile shared with earlier
-blocks is not run again (its kept prediction gives the same bytes).
+memory depends on the block size only (blend stitching keeps predictions shared with later blocks on disk,
+at most :data:`~flairkit.detection.stitching.KEPT_BYTES`). A block's tiles are always batched the same way, so
+a block gives the same bytes whichever run or rank computes it; in blend mode with batches of one tile, a tile
+shared with earlier blocks is not run again (its kept prediction gives the same bytes).
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
 import torch
 
+from flairkit.allocator import release_freed_memory
 from flairkit.data.assembly import open_scene
+from flairkit.data.hub.tiles import HubSources, HubTileReader
 from flairkit.data.scenes import Fill, InputRaster, Span
-from flairkit.data.transforms import Normalizer
+from flairkit.data.sentinel import pad_time_series
+from flairkit.data.series import SentinelSeries, SeriesReader
 from flairkit.detection.stitching import OutputBands, contributes, make_assembler
 from flairkit.detection.tiling import Block, Tile, TilePlan
 from flairkit.detection.writing import GDAL_CACHE_BYTES
 from flairkit.devices import autocast, default_num_workers, math_settings
 
-QUEUE_DEPTH = 2
-"""Blocks read ahead and blocks waiting to be written."""
+QUEUE_DEPTH = 1
+"""Blocks read ahead and blocks waiting to be written: one hides the reads and writes behind the network, and each
+more holds another block's input (40 MB for a 2560 px block of 5 bands) for nothing."""
 
 
 def _fill(plan: TilePlan) -> Fill:
@@ -46,6 +54,9 @@ class _BlockInput:
     region: np.ndarray
     row0: int
     col0: int
+    sentinel: list[Any] | None = None
+    """Each tile's other inputs: Sentinel-2 series and day offsets (U-T&T models), or the item of every other
+    modality (FLAIR-HUB models)."""
 
 
 class _Failure:
@@ -72,11 +83,33 @@ def _host_batch(tiles: Sequence[np.ndarray], pin: bool) -> torch.Tensor:
     return torch.stack([torch.from_numpy(tile) for tile in tiles], out=batch)
 
 
+def _extra_inputs(items: Sequence[Any], device: torch.device) -> list[Any]:
+    """The model's inputs after the aerial batch, from each tile's other inputs."""
+    if isinstance(items[0], dict):
+        return HubTileReader.batch(items)
+    sentinel, dates, _ = pad_time_series(items)
+    return [sentinel.to(device), dates.to(device)]
+
+
 def read_blocks(
-    blocks: Sequence[Block], plan: TilePlan, raster: InputRaster, channels: Sequence[int], fill: Fill
+    blocks: Sequence[Block],
+    plan: TilePlan,
+    raster: InputRaster,
+    channels: Sequence[int],
+    fill: Fill,
+    series: SentinelSeries | HubSources | None = None,
 ) -> Iterator[_BlockInput]:
-    """Each block with the tiles worth running and the input rectangle they cover (read once)."""
-    with open_scene(raster, channels) as reader:
+    """Each block with the tiles worth running and the input rectangle they cover (read once), and with ``series``
+    each tile's other inputs (:meth:`~flairkit.data.series.SeriesReader.tile_input`,
+    :meth:`~flairkit.data.hub.tiles.HubTileReader.tile_input`)."""
+    with (
+        open_scene(raster, channels) as reader,
+        contextlib.nullcontext()
+        if series is None
+        else SeriesReader(series, raster.crs, raster.transform, raster.width, raster.height)
+        if isinstance(series, SentinelSeries)
+        else HubTileReader(series, raster.crs, raster.transform, raster.width, raster.height, plan.tile_size) as s2,
+    ):
         for block in blocks:
             tiles = plan.tiles_for(block)
             rows = Span(min(t.row for t in tiles), max(t.row for t in tiles) + plan.tile_size)
@@ -91,7 +124,8 @@ def read_blocks(
             if valid is not None and valid.all():
                 valid = None
             run = [t for t in tiles if contributes(t, block, valid)]
-            yield _BlockInput(block, valid, run, region, rows.start, cols.start)
+            sentinel = None if s2 is None else [s2.tile_input(t.row, t.col, plan.tile_size) for t in run]
+            yield _BlockInput(block, valid, run, region, rows.start, cols.start, sentinel)
 
 
 def compute_blocks(
@@ -102,14 +136,19 @@ def compute_blocks(
     bands: OutputBands,
     batch_size: int,
     model: torch.nn.Module,
-    normalizer: Normalizer,
+    normalizer: torch.nn.Module,
     device: torch.device,
     store: Callable[[Block, np.ndarray], None],
     precision: torch.dtype | None = None,
+    series: SentinelSeries | HubSources | None = None,
+    kept_folder: Path | None = None,
 ) -> int:
     """Compute ``blocks`` and hand each finished one to ``store`` (in a writer thread); return tiles run.
 
-    The forward pass runs under autocast to ``precision`` (None: float32); stitching works on float32 logits.
+    The forward pass runs under autocast to ``precision`` (None: float32); stitching works on float32 logits. With
+    ``series`` (a U-T&T model) ``model`` is called on each batch's tiles, Sentinel-2 series and day offsets; with
+    FLAIR-HUB sources, on each batch's tiles and the collate_hub batch of its other modalities. Blend stitching
+    keeps tile predictions that later blocks share on disk, in a temporary folder made in ``kept_folder``.
     """
     stop = threading.Event()
     inbox: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
@@ -119,8 +158,11 @@ def compute_blocks(
     def read() -> None:
         try:
             with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES, GDAL_NUM_THREADS=max(1, default_num_workers())):
-                for item in read_blocks(blocks, plan, raster, channels, _fill(plan)):
+                for item in read_blocks(blocks, plan, raster, channels, _fill(plan), series):
                     _put(inbox, item, stop)
+                    # The next block is read once this one is taken: two blocks' input at most, not three.
+                    while inbox.qsize() and not stop.is_set():
+                        time.sleep(0.01)
                     if stop.is_set():
                         return
             _put(inbox, _END, stop)
@@ -144,7 +186,7 @@ def compute_blocks(
     reader.start()
     writer.start()
     # Kept predictions equal recomputed ones only when a tile's logits do not depend on its batch.
-    assembler = make_assembler(plan, bands, device, upcoming=blocks if batch_size == 1 else ())
+    assembler = make_assembler(plan, bands, device, upcoming=blocks if batch_size == 1 else (), folder=kept_folder)
     size, tiles_run = plan.tile_size, 0
     pin = device.type == "cuda"
     try:
@@ -172,9 +214,11 @@ def compute_blocks(
                         pin,
                     )
                     # uint8 crosses to the device: a quarter of the float32 bytes.
-                    inputs = normalizer(batch.to(device, non_blocking=pin))
+                    inputs = [normalizer(batch.to(device, non_blocking=pin))]
+                    if item.sentinel is not None:
+                        inputs += _extra_inputs(item.sentinel[start : start + batch_size], device)
                     with autocast(device, precision):
-                        logits = model(inputs)
+                        logits = model(*inputs)
                     assembler.add(logits.float(), chunk)
                     tiles_run += len(chunk)
                 finished = assembler.finish()
@@ -184,6 +228,10 @@ def compute_blocks(
                         break
                     except queue.Full:
                         continue
+                # Hold neither this block's input nor its last tensors while the next block is read; hand freed
+                # memory back: memory then stays flat over thousands of blocks.
+                item = finished = batch = inputs = logits = None
+                release_freed_memory()
     finally:
         stop.set()
         # Blocks already finished are still written: they are valid work, and resume will skip them.
@@ -195,6 +243,7 @@ def compute_blocks(
                 continue
         writer.join()
         reader.join(timeout=5)
+        assembler.close()
     if writer_error:
         raise writer_error[0]
     return tiles_run

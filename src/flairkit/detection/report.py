@@ -10,6 +10,7 @@ import rasterio
 from flairkit.config.loading import config_to_yaml
 from flairkit.config.schema import FlairConfig
 from flairkit.detection.summary import DetectionSummary, MapSummary
+from flairkit.detection.writing import GDAL_CACHE_BYTES
 from flairkit.evaluation.html import (
     OVERVIEW_SIDE,
     REPORT_FILE,
@@ -149,7 +150,7 @@ def detection_section(config: FlairConfig, summary: DetectionSummary) -> str:
         ("network", f"{summary.backend} on {summary.device}, {summary.world_size} rank(s)"),
         ("forward passes per tile", summary.passes),
         ("stitching", summary.stitching),
-        ("model", f"{config.model.arch} / {config.model.encoder}"),
+        ("model", config.model.network_label()),
         ("channels", ", ".join(str(c) for c in config.data.channels)),
         ("nomenclature", nomenclature.name),
     ]
@@ -164,6 +165,12 @@ def detection_section(config: FlairConfig, summary: DetectionSummary) -> str:
 def write_detection_report(
     config: FlairConfig, summary: DetectionSummary, output: Path, overwrite: bool = False
 ) -> Path:
-    """Write the report of a ``detect`` run whose output was ``output`` (see :func:`detection_report_path`)."""
+    """Write the report of a ``detect`` run whose output was ``output`` (see :func:`detection_report_path`).
+
+    Its pictures are decimated reads that visit every block of the map and of the orthophoto: GDAL's cache is
+    bounded as during detection, else it would hold up to 5% of the machine's memory of those blocks.
+    """
     path = detection_report_path(output)
-    return write_report(path, "Zone detection", [detection_section(config, summary)], overwrite)
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
+        section = detection_section(config, summary)
+    return write_report(path, "Zone detection", [section], overwrite)

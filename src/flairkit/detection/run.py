@@ -41,7 +41,13 @@ from flairkit.detection.jobs import (
 from flairkit.detection.network import DetectionNetwork, prepare_network
 from flairkit.detection.pipeline import compute_blocks
 from flairkit.detection.resume import WorkDir
-from flairkit.detection.settings import DEVICE_KEY, PRECISION_KEY, DetectionSettings, resolve_settings
+from flairkit.detection.settings import (
+    DEVICE_KEY,
+    PRECISION_KEY,
+    DetectionSettings,
+    resolve_settings,
+    task_settings,
+)
 from flairkit.detection.stitching import NODATA_TARGET
 from flairkit.detection.summary import DetectionSummary, DetectProgress, MapSummary
 from flairkit.detection.tiling import Block, windows
@@ -195,6 +201,8 @@ def _run_job(
             device,
             store,
             precision=settings.precision,
+            series=settings.series if settings.hub is None else settings.hub,
+            kept_folder=work.path,
         )
     except KeyboardInterrupt:
         logger.warning("interrupted: finished blocks are kept in %s; rerun with --resume to continue", work.path)
@@ -256,13 +264,15 @@ def detect(
     logits, K = the nomenclature's targets; several networks (an ensemble) and ``detect.tta`` average their
     probabilities. One input and an ``output`` ending in .tif: the map is that
     file; otherwise ``output`` is a folder receiving ``<input stem>_landcover.tif`` per input. Settings
-    come from ``config.detect``; ``block_size`` (pixels, rounded to the tile step; default about 2048) is
-    the unit of streaming, resume and distribution. ``resume`` continues interrupted maps and skips
-    finished ones; ``rank``/``world_size`` share the work between processes (torch.distributed).
+    come from ``config.detect``; ``block_size`` (pixels, rounded to the tile step; default about 2048, at most
+    2048 in blend mode) is the unit of streaming, resume and distribution. ``resume`` continues interrupted maps
+    and skips finished ones; ``rank``/``world_size`` share the work between processes (torch.distributed).
     ``evaluate_labels``: a raster of FLAIR codes on the input's grid, scored with the configured
     protocol. ``device`` and ``precision`` override ``detect.device`` and ``detect.precision``; ``cuda``
     means this rank's GPU (LOCAL_RANK, else ``rank``, modulo the GPU count). ``progress`` follows rank 0's
-    blocks (:data:`~flairkit.detection.summary.DetectProgress`). Every input is checked before any work starts;
+    blocks (:data:`~flairkit.detection.summary.DetectProgress`). A FLAIR-HUB model (``model.hub``) reads its other
+    modalities per tile (:mod:`~flairkit.data.hub.tiles`); with several tasks, each is a map of its own named
+    ``<input stem>_<TASK>.tif`` in the ``output`` folder. Every input is checked before any work starts;
     nothing is printed (warnings go through :mod:`logging` and :mod:`warnings`). Rank 0 writes ``report.html``
     (:func:`~flairkit.detection.report.detection_report_path`).
     """
@@ -273,31 +283,35 @@ def detect(
         config.detect.device if device is None else device, DEVICE_KEY, local_rank=env_local_rank(default=rank)
     )
     dtype = resolve_precision(config.detect.precision if precision is None else precision, torch_device, PRECISION_KEY)
-    settings = resolve_settings(config, block_size, dtype)
-    jobs = plan_jobs(inputs, output, settings, evaluate_labels)
-    states = [job_state(job, overwrite, resume) for job in jobs]
+    runs = task_settings(config, resolve_settings(config, block_size, dtype))
+    planned = [plan_jobs(inputs, output, settings, evaluate_labels) for settings in runs]
+    states = [[job_state(job, overwrite, resume) for job in jobs] for jobs in planned]
     if rank == 0:
         check_writable(detection_report_path(output), overwrite or resume)
-    network = prepare_network(config, model, settings, torch_device, compute=any(s != "skip" for s in states))
+    networks = [
+        prepare_network(config, model, settings, torch_device, compute=any(s != "skip" for s in task_states))
+        for settings, task_states in zip(runs, states, strict=True)
+    ]
     ranks = init_ranks(rank, world_size)
     maps = []
     try:
         ranks.agree(None)  # every rank has checked its outputs before rank 0 creates work folders
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
-            for job, state in zip(jobs, states, strict=True):
-                maps.append(
-                    _run_job(
-                        job,
-                        state,
-                        network,
-                        torch_device,
-                        ranks,
-                        overwrite,
-                        evaluate_labels,
-                        config.evaluate.protocol,
-                        progress,
+            for network, jobs, task_states in zip(networks, planned, states, strict=True):
+                for job, state in zip(jobs, task_states, strict=True):
+                    maps.append(
+                        _run_job(
+                            job,
+                            state,
+                            network,
+                            torch_device,
+                            ranks,
+                            overwrite,
+                            evaluate_labels,
+                            config.evaluate.protocol,
+                            progress,
+                        )
                     )
-                )
     finally:
         ranks.close()
     summary = DetectionSummary(
@@ -305,9 +319,9 @@ def detect(
         seconds=time.perf_counter() - started,
         device=str(torch_device),
         world_size=world_size,
-        stitching=network.settings.mode,
-        backend=network.backend,
-        passes=network.settings.passes,
+        stitching=networks[0].settings.mode,
+        backend=networks[0].backend,
+        passes=networks[0].settings.passes,
     )
     if rank == 0:
         write_detection_report(config, summary, output, overwrite=overwrite or resume)

@@ -3,12 +3,17 @@ nomenclature the model reads), checked and resolved once."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from flairkit.config.schema import FlairConfig
+from flairkit.data.hub.multimodal import task_nomenclature
+from flairkit.data.hub.tiles import AERIAL, SOURCES, HubSources, inspect_hub_sources, modality_side
+from flairkit.data.rasters import AERIAL_RESOLUTION
+from flairkit.data.sentinel import SENTINEL_RESOLUTION
+from flairkit.data.series import SERIES_KEY, SentinelSeries, inspect_series
 from flairkit.detection.stitching import OutputBands
 from flairkit.detection.tiling import StitchingMode
 from flairkit.devices import precision_name
@@ -55,6 +60,14 @@ class DetectionSettings:
     when each input is one stacked orthophoto."""
     output_grid: str
     """detect.output_grid: reference, or input (an assembly's map warped back onto its rgb source's grid)."""
+    series: SentinelSeries | None = None
+    """The Sentinel-2 series a U-T&T model (model.multimodal) reads per tile (detect.sentinel2); None otherwise."""
+    hub: HubSources | None = None
+    """The other modalities a FLAIR-HUB model (model.hub) reads per tile; None otherwise."""
+    task: str | None = None
+    """The FLAIR-HUB task (data.hub.labels) this map shows; its nomenclature is ``nomenclature``."""
+    tasks: tuple[str, ...] = ()
+    """Every task of a FLAIR-HUB model: with more than one, one map per task (:func:`task_settings`)."""
 
     @property
     def passes(self) -> str:
@@ -88,6 +101,10 @@ class DetectionSettings:
             "nodata": self.nodata,
             "all_zero_is_nodata": self.all_zero_is_nodata,
             "assembly": self.assembly,
+            "sentinel2": None
+            if self.series is None
+            else [str(self.series.path.resolve()), self.series.config.model_dump(mode="json")],
+            "hub": None if self.hub is None else {**self.hub.manifest(), "task": self.task},
         }
 
 
@@ -95,13 +112,14 @@ def resolve_settings(config: FlairConfig, block_size: int | None, precision: tor
     """The settings of ``config`` (``block_size``, when given, overrides ``detect.block_size``), for one network
     until :func:`~flairkit.detection.network.prepare_network` counts them; a ConfigError naming the key and the fix
     for any that zone detection cannot honour."""
-    if config.data.metadata or config.model.multimodal:
+    if config.data.metadata:
         raise ConfigError(
-            "zone detection feeds orthophoto pixels only, but this config uses "
-            + ("aerial metadata (data.metadata=true)" if config.data.metadata else "Sentinel-2 (model.multimodal)")
-            + "; use a model trained on images alone"
+            "zone detection feeds no aerial metadata, but this config uses it (data.metadata=true); "
+            "use a model trained without metadata"
         )
     detect = config.detect
+    hub = _hub(config)
+    series = None if hub is not None else _series(config)
     if block_size is None:
         block_size = detect.block_size
     if block_size is not None and block_size <= 0:
@@ -111,7 +129,10 @@ def resolve_settings(config: FlairConfig, block_size: int | None, precision: tor
             "detect.flair_detect_windows reproduces flair-detect's margin stitching; "
             "set detect.stitching=margin or detect.flair_detect_windows=false"
         )
-    nomenclature = get_nomenclature(config.data.nomenclature)
+    tasks = tuple(config.data.hub.labels) if hub is not None else ()
+    nomenclature = (
+        task_nomenclature(tasks[0], config.data.hub.lpis_level) if tasks else get_nomenclature(config.data.nomenclature)
+    )
     enabled_names = [nomenclature.names[t] for t in nomenclature.enabled]
     probabilities = []
     for name in detect.probabilities:
@@ -126,12 +147,19 @@ def resolve_settings(config: FlairConfig, block_size: int | None, precision: tor
             "detect.output_grid=input warps the class map only; set detect.output_grid=reference to write "
             "scores (detect.probabilities, detect.confidence) or polygons (detect.vectorize)"
         )
+    channels = tuple(config.data.channels)
+    normalization = config.data.normalization.model_dump(mode="json")
+    if hub is not None:
+        channels = tuple(config.data.hub.channels.get(AERIAL, (1, 2, 3, 4)))
+        settings = config.model.hub
+        normalization = {m: s.model_dump(mode="json") for m, s in settings.normalization.items()} if settings else {}
     return DetectionSettings(
-        channels=tuple(config.data.channels),
+        channels=channels,
         nomenclature=nomenclature,
-        normalization=config.data.normalization.model_dump(mode="json"),
+        normalization=normalization,
         tile_size=detect.tile_size,
-        fit_tiles=detect.fit_tiles,
+        # A FLAIR-HUB tile must stay a whole number of every modality's pixels (checked in _hub).
+        fit_tiles=detect.fit_tiles and hub is None,
         margin=detect.margin,
         mode=detect.stitching,
         flair_detect_windows=detect.flair_detect_windows,
@@ -150,15 +178,90 @@ def resolve_settings(config: FlairConfig, block_size: int | None, precision: tor
         vectorize=detect.vectorize,
         min_area=detect.min_polygon_area,
         simplify=detect.simplify_tolerance,
-        assembly=_assembly(config) if detect.inputs else {},
+        assembly=_assembly(config) if {k for k in detect.inputs if hub is None or k not in SOURCES} else {},
         output_grid=detect.output_grid,
+        series=series,
+        hub=hub,
+        task=tasks[0] if tasks else None,
+        tasks=tasks,
     )
+
+
+def task_settings(config: FlairConfig, settings: DetectionSettings) -> list[DetectionSettings]:
+    """One settings per map: per task of a multi-task FLAIR-HUB model, else ``settings`` alone."""
+    if len(settings.tasks) < 2:
+        return [settings]
+    out = []
+    for task in settings.tasks:
+        nomenclature = task_nomenclature(task, config.data.hub.lpis_level)
+        bands = OutputBands.for_nomenclature(nomenclature, [], settings.bands.confidence)
+        out.append(replace(settings, task=task, nomenclature=nomenclature, bands=bands))
+    return out
+
+
+def _hub(config: FlairConfig) -> HubSources | None:
+    """The checked sources of a FLAIR-HUB model's other modalities; None for other models."""
+    if config.model.hub is None:
+        return None
+    detect = config.detect
+    if detect.tta != "none":
+        raise ConfigError(
+            f"detect.tta={detect.tta} (--tta): test-time augmentation is not offered for FLAIR-HUB models, whose "
+            "modalities are read per tile at their own resolution; set detect.tta=none"
+        )
+    if detect.probabilities and len(config.data.hub.labels) > 1:
+        raise ConfigError(
+            "detect.probabilities names classes of one nomenclature but this FLAIR-HUB model has several tasks "
+            f"({', '.join(config.data.hub.labels)}); remove detect.probabilities"
+        )
+    sources = inspect_hub_sources(config.data.hub, detect.inputs, detect.sentinel2)
+    for modality in config.data.hub.modalities:
+        if modality != AERIAL:
+            modality_side(modality, detect.tile_size)
+    return sources
+
+
+def _series(config: FlairConfig) -> SentinelSeries | None:
+    """The checked Sentinel-2 series of a U-T&T model; None for a model of images alone."""
+    detect, sentinel = config.detect, config.data.sentinel
+    if "s2" in detect.inputs:
+        raise ConfigError(
+            "detect.inputs.s2: in a config the Sentinel-2 acquisitions list is detect.sentinel2 (--input s2=FILE on "
+            "the command line); move it there"
+        )
+    if not config.model.multimodal:
+        if detect.sentinel2 is not None:
+            raise ConfigError(
+                f"{SERIES_KEY}: this model reads no Sentinel-2 (model.multimodal=false); remove the series "
+                "or use a U-T&T checkpoint and its config"
+            )
+        return None
+    if detect.sentinel2 is None:
+        raise ConfigError(
+            f"this U-T&T model (model.multimodal) reads a Sentinel-2 series for every tile; give the acquisitions "
+            f"with {SERIES_KEY}, a JSON or CSV list of dated 10-band GeoTIFFs"
+        )
+    if detect.tta != "none":
+        raise ConfigError(
+            f"detect.tta={detect.tta} (--tta): test-time augmentation is not offered for U-T&T models, whose fusion "
+            "adds the Sentinel-2 map pixel by pixel to the aerial features; set detect.tta=none"
+        )
+    covered = detect.tile_size * AERIAL_RESOLUTION / SENTINEL_RESOLUTION
+    if covered > sentinel.sat_patch_size:
+        largest = int(sentinel.sat_patch_size * SENTINEL_RESOLUTION / AERIAL_RESOLUTION) // 32 * 32
+        raise ConfigError(
+            f"detect.tile_size={detect.tile_size} covers {covered:g} Sentinel-2 pixels, more than the model's "
+            f"super-patch (data.sentinel.sat_patch_size={sentinel.sat_patch_size}); set detect.tile_size to at "
+            f"most {largest}"
+        )
+    return inspect_series(detect.sentinel2, sentinel)
 
 
 def _assembly(config: FlairConfig) -> dict[str, Any]:
     detect = config.detect
+    hub = config.model.hub is not None
     return {
-        "inputs": dict(detect.inputs),
+        "inputs": {k: v for k, v in detect.inputs.items() if not (hub and k in SOURCES)},
         "resolution": detect.resolution,
         "crs": detect.crs,
         "allow_resample": detect.allow_resample,

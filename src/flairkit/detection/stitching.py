@@ -9,9 +9,11 @@ an optional confidence band, all ``round(255 * p)`` (0 where the input is missin
 from __future__ import annotations
 
 import abc
-from collections import defaultdict
-from collections.abc import Sequence
+import math
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,8 +23,11 @@ from flairkit.nomenclature import INVALID_TARGET, Nomenclature
 
 NODATA_TARGET = INVALID_TARGET
 """Band-0 value of pixels whose input is missing."""
-KEPT_BYTES = 1 << 30
-"""Most bytes of tile probabilities that blend stitching keeps for later blocks."""
+KEPT_BYTES = 16 << 30
+"""Most bytes of tile probabilities that blend stitching on the CPU keeps on disk for later blocks."""
+KEPT_DEVICE_BYTES = 1 << 30
+"""The same on a GPU, where they stay in the GPU's memory (reading them back from disk would cost more than the
+tile)."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,10 @@ class BlockAssembler(abc.ABC):
         return False
 
     @abc.abstractmethod
+    def close(self) -> None:
+        """Free what is kept for later blocks."""
+
+    @abc.abstractmethod
     def add(self, logits: torch.Tensor, tiles: Sequence[Tile]) -> None:
         """Add the (B, K, T, T) logits of ``tiles`` (targets in nomenclature order)."""
 
@@ -163,14 +172,69 @@ class MarginAssembler(BlockAssembler):
     def _finish(self) -> torch.Tensor:
         return self._out
 
+    def close(self) -> None:
+        """Nothing is kept between blocks."""
+
+
+class KeptParts:
+    """Parts of tile probabilities kept for later blocks. From the CPU, each goes to a file of a temporary folder made
+    in ``folder`` (default: the system's): in memory, a row of tiles' worth would grow with the raster's width. From
+    a GPU they stay in its memory."""
+
+    def __init__(self, device: torch.device, folder: Path | None = None):
+        self._folder = (
+            tempfile.TemporaryDirectory(prefix="flairkit-kept-", dir=folder) if device.type == "cpu" else None
+        )
+        self._parts: dict[Tile, tuple[int, int, tuple[int, ...], Path | torch.Tensor]] = {}
+        self._written = 0
+        self.size = 0
+        """Bytes kept."""
+
+    def __contains__(self, tile: Tile) -> bool:
+        return tile in self._parts
+
+    def __iter__(self) -> Iterator[Tile]:
+        return iter(list(self._parts))
+
+    def put(self, tile: Tile, row0: int, col0: int, probabilities: torch.Tensor) -> None:
+        """Keep ``probabilities`` of ``tile`` whose first row and column are at map position ``row0``, ``col0``."""
+        if self._folder is None:
+            kept: Path | torch.Tensor = probabilities.float().clone()
+        else:
+            kept = Path(self._folder.name) / f"{self._written}.f32"
+            self._written += 1
+            probabilities.float().contiguous().numpy().tofile(kept)
+        self._parts[tile] = (row0, col0, tuple(probabilities.shape), kept)
+        self.size += probabilities.numel() * 4
+
+    def get(self, tile: Tile, device: torch.device) -> tuple[int, int, torch.Tensor]:
+        """The kept (row0, col0, probabilities) of ``tile``, on ``device``."""
+        row0, col0, shape, kept = self._parts[tile]
+        if isinstance(kept, Path):
+            kept = torch.from_numpy(np.fromfile(kept, dtype=np.float32).reshape(shape))
+        return row0, col0, kept.to(device)
+
+    def drop(self, tile: Tile) -> None:
+        *_, shape, kept = self._parts.pop(tile)
+        if isinstance(kept, Path):
+            kept.unlink()
+        self.size -= math.prod(shape) * 4
+
+    def close(self) -> None:
+        self._parts.clear()
+        self.size = 0
+        if self._folder is not None:
+            self._folder.cleanup()
+
 
 class BlendAssembler(BlockAssembler):
     """Seamless stitching: probabilities of overlapping tiles averaged with a 2-D Hann window.
 
     Told the blocks it will assemble, in order (``upcoming``), it keeps the part of each tile's
-    probabilities that later blocks need (up to ``kept_bytes``), so that a tile shared by neighbouring
-    blocks runs once. A kept part is added at the tile's place in the block's order: a block's bytes do not
-    depend on what was kept, as long as a tile's logits do not depend on its batch (batches of one tile).
+    probabilities that later blocks need (up to ``kept_bytes``: :class:`KeptParts`, on disk in ``folder``), so
+    that a tile shared by neighbouring blocks runs once. A kept part is added at the tile's place in the block's
+    order: a block's bytes do not depend on what was kept, as long as a tile's logits do not depend on its batch
+    (batches of one tile). Nothing here grows with the number of tiles or blocks but the block order.
     """
 
     def __init__(
@@ -179,39 +243,42 @@ class BlendAssembler(BlockAssembler):
         bands: OutputBands,
         device: torch.device | str,
         upcoming: Sequence[Block] = (),
-        kept_bytes: int = KEPT_BYTES,
+        kept_bytes: int | None = None,
+        folder: Path | None = None,
     ):
         super().__init__(plan, bands, device)
         window = torch.from_numpy(hann_window(plan.tile_size)).to(self.device)
         self._weights = window[:, None] * window[None, :]
         self._upcoming = list(upcoming)
         self._order = {block.id: i for i, block in enumerate(self._upcoming)}
-        self._users: dict[Tile, list[int]] = defaultdict(list)
-        for i, block in enumerate(self._upcoming):
-            for tile in plan.tiles_for(block):
-                self._users[tile].append(i)
-        self._kept: dict[Tile, tuple[int, int, torch.Tensor]] = {}
+        self._kept = KeptParts(self.device, folder)
+        if kept_bytes is None:
+            kept_bytes = KEPT_BYTES if self.device.type == "cpu" else KEPT_DEVICE_BYTES
         self._kept_budget = kept_bytes
-        self._kept_total = 0
         self._current = -1
+
+    def _users(self, tile: Tile) -> list[int]:
+        """Positions in ``upcoming`` of the blocks that ``tile`` provides pixels of, in order."""
+        return sorted(self._order[i] for i in self.plan.block_ids_for(tile) if i in self._order)
 
     def start(self, block: Block, valid: np.ndarray | None) -> None:
         super().start(block, valid)
         self._sum = torch.zeros((len(self.bands.enabled), *block.shape), dtype=torch.float32, device=self.device)
         self._weight_sum = torch.zeros(block.shape, dtype=torch.float32, device=self.device)
         self._current = self._order.get(block.id, -1)
-        for tile in [t for t in self._kept if self._users[t][-1] < self._current]:
-            self._kept_total -= self._kept.pop(tile)[2].nbytes
+        for tile in self._kept:
+            if self._users(tile)[-1] < self._current:
+                self._kept.drop(tile)
 
     @property
     def kept_size(self) -> int:
         """Bytes of tile probabilities kept for later blocks."""
-        return self._kept_total
+        return self._kept.size
 
     def reuse(self, tile: Tile) -> bool:
         if tile not in self._kept:
             return False
-        row0, col0, probabilities = self._kept[tile]
+        row0, col0, probabilities = self._kept.get(tile, self.device)
         self._accumulate(probabilities, tile, row0, col0)
         return True
 
@@ -235,18 +302,20 @@ class BlendAssembler(BlockAssembler):
 
     def _keep(self, probabilities: torch.Tensor, tile: Tile) -> None:
         """Keep the part of ``probabilities`` that later blocks need, when the budget allows."""
-        later = [self._upcoming[i] for i in self._users.get(tile, ()) if i > self._current]
+        later = [self._upcoming[i] for i in self._users(tile) if i > self._current]
         if not later:
             return
         rows = [tile.keep_rows.intersect(block.rows) for block in later]
         cols = [tile.keep_cols.intersect(block.cols) for block in later]
         r0, r1 = min(r.start for r in rows) - tile.row, max(r.stop for r in rows) - tile.row
         c0, c1 = min(c.start for c in cols) - tile.col, max(c.stop for c in cols) - tile.col
-        size = probabilities.shape[0] * (r1 - r0) * (c1 - c0) * probabilities.element_size()
-        if self._kept_total + size > self._kept_budget:
+        size = probabilities.shape[0] * (r1 - r0) * (c1 - c0) * 4
+        if self._kept.size + size > self._kept_budget:
             return
-        self._kept[tile] = (tile.row + r0, tile.col + c0, probabilities[:, r0:r1, c0:c1].clone())
-        self._kept_total += size
+        self._kept.put(tile, tile.row + r0, tile.col + c0, probabilities[:, r0:r1, c0:c1])
+
+    def close(self) -> None:
+        self._kept.close()
 
     def _finish(self) -> torch.Tensor:
         # Pixels no tile reached are missing ones (skipped tiles); the clamp keeps them finite.
@@ -259,9 +328,14 @@ class BlendAssembler(BlockAssembler):
 
 
 def make_assembler(
-    plan: TilePlan, bands: OutputBands, device: torch.device | str, upcoming: Sequence[Block] = ()
+    plan: TilePlan,
+    bands: OutputBands,
+    device: torch.device | str,
+    upcoming: Sequence[Block] = (),
+    folder: Path | None = None,
 ) -> BlockAssembler:
-    """The assembler of ``plan.mode``; blend keeps tile predictions that the ``upcoming`` blocks share."""
+    """The assembler of ``plan.mode``; blend keeps tile predictions that the ``upcoming`` blocks share, in a
+    temporary folder made in ``folder``."""
     if plan.mode == "margin":
         return MarginAssembler(plan, bands, device)
-    return BlendAssembler(plan, bands, device, upcoming)
+    return BlendAssembler(plan, bands, device, upcoming, folder=folder)

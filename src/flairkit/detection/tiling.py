@@ -44,7 +44,7 @@ from flairkit.data.scenes import Span
 
 StitchingMode = Literal["margin", "blend"]
 DEFAULT_BLOCK_SIDE = 2048
-"""Target side of a block in pixels (rounded to a multiple of the tile step)."""
+"""Target side of a block in pixels (rounded to a multiple of the tile step: :func:`resolve_block_size`)."""
 TILE_MULTIPLE = 32
 """Fitted tiles are multiples of this (the output stride of the smp encoders)."""
 
@@ -176,13 +176,23 @@ def hann_window(tile_size: int) -> np.ndarray:
     return (np.sin(np.pi * (i + 0.5) / tile_size) ** 2).astype(np.float32)
 
 
-def resolve_block_size(tile_size: int, margin: int, block_size: int | None = None) -> int:
-    """The block side: ``block_size`` (default about 2048) rounded to the nearest multiple of the tile step."""
+def resolve_block_size(
+    tile_size: int, margin: int, block_size: int | None = None, mode: StitchingMode = "margin"
+) -> int:
+    """The block side: ``block_size`` (default :data:`DEFAULT_BLOCK_SIDE`) rounded to the nearest multiple of the
+    tile step; by default in blend mode the largest multiple up to it (at least one step).
+
+    A blend block holds float32 sums of every class (60 bytes a pixel for 15 classes): rounded up, a block of a
+    large raster would hold half again as much as the whole of a 2048 px one. Margin blocks hold a byte a pixel,
+    and smaller ones would run the last, snapped tile of a row in two blocks.
+    """
     step = step_of(tile_size, margin)
-    target = DEFAULT_BLOCK_SIDE if block_size is None else block_size
-    if target <= 0:
+    if block_size is None and mode == "blend":
+        return max(1, DEFAULT_BLOCK_SIDE // step) * step
+    block_size = DEFAULT_BLOCK_SIDE if block_size is None else block_size
+    if block_size <= 0:
         raise ValueError(f"block_size must be > 0, got {block_size}")
-    return max(1, round(target / step)) * step
+    return max(1, round(block_size / step)) * step
 
 
 def fitted_tile_size(width: int, height: int, tile_size: int, margin: int) -> int:
@@ -302,17 +312,33 @@ class TilePlan:
         return [Tile1D(t.origin, window, centre) for t, window in zip(tiles, windows, strict=True)]
 
     @cached_property
-    def blocks(self) -> list[Block]:
-        """Every block, row-major from the top-left, boundaries on the tile grid (margin mode: the official one)."""
+    def _block_spans(self) -> tuple[list[Span], list[Span]]:
+        """Block rows and columns, boundaries on the tile grid (margin mode: the official one)."""
         if self.mode == "margin":
-            row_spans = block_spans_1d(self.height, self.block_size, from_end=True)
-            col_spans = block_spans_1d(self.width, self.block_size)
-        else:
-            # Boundaries on tile origins: a block then needs block/step + 1 tiles per side, not + 2.
-            row_spans = block_spans_1d(self.height, self.block_size, shift=self.margin % self.step)
-            col_spans = block_spans_1d(self.width, self.block_size, shift=self.margin % self.step)
+            return (
+                block_spans_1d(self.height, self.block_size, from_end=True),
+                block_spans_1d(self.width, self.block_size),
+            )
+        # Boundaries on tile origins: a block then needs block/step + 1 tiles per side, not + 2.
+        shift = self.margin % self.step
+        return (
+            block_spans_1d(self.height, self.block_size, shift=shift),
+            block_spans_1d(self.width, self.block_size, shift=shift),
+        )
+
+    @cached_property
+    def blocks(self) -> list[Block]:
+        """Every block, row-major from the top-left."""
+        row_spans, col_spans = self._block_spans
         spans = [(r, c) for r in row_spans for c in col_spans]
         return [Block(i, r, c) for i, (r, c) in enumerate(spans)]
+
+    def block_ids_for(self, tile: Tile) -> list[int]:
+        """Ids of the blocks that ``tile``'s kept window meets, found from the block grid (no per-tile table)."""
+        row_spans, col_spans = self._block_spans
+        rows = [i for i, span in enumerate(row_spans) if span.intersect(tile.keep_rows)]
+        cols = [j for j, span in enumerate(col_spans) if span.intersect(tile.keep_cols)]
+        return [i * len(col_spans) + j for i in rows for j in cols]
 
     @property
     def n_tiles(self) -> int:

@@ -29,8 +29,10 @@ OUTPUT_TILE = 512
 """Internal tile side of every GeoTIFF written (as flair-detect's default)."""
 COLUMN_CHUNK = 8 * OUTPUT_TILE
 """Width of the windows copied from the raw file into a GeoTIFF."""
-GDAL_CACHE_BYTES = 64 * 2**20
-"""GDAL block cache during detection: bounded so memory stays flat whatever the raster size."""
+GDAL_CACHE_BYTES = 32 * 2**20
+"""GDAL block cache during detection and its report: bounded so memory stays flat whatever the raster size (GDAL's
+default, 5% of the machine's memory, fills up with the blocks of a large raster). It holds the input blocks that
+neighbouring reads share along a row of blocks."""
 CODE_NODATA = 0
 """Nodata of maps written as FLAIR codes (0 is not a class code)."""
 INDEX_NODATA = 255

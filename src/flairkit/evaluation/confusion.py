@@ -125,3 +125,21 @@ def confusion_matrix(predictions: Any, targets: Any, n_classes: int, ignore_inde
     accumulator = ConfusionAccumulator(n_classes, ignore_index)
     accumulator.update(predictions, targets)
     return accumulator.matrix
+
+
+def collapse_confusion(confmat: np.ndarray, parents: np.ndarray) -> np.ndarray:
+    """The int64 matrix over coarser classes, fine class ``i`` counting as ``parents[i]`` in truth and prediction
+    (coarse classes ``0..max(parents)``)."""
+    matrix = np.asarray(confmat)
+    parents = np.asarray(parents, dtype=np.int64)
+    if parents.ndim != 1 or matrix.shape != (parents.size, parents.size):
+        raise DataError(
+            f"confusion matrix of shape {matrix.shape} cannot be collapsed by a mapping of {parents.size} classes; "
+            "collapse the matrix of the level the mapping starts from"
+        )
+    if parents.size and parents.min() < 0:
+        raise DataError("a class mapping holds negative coarse classes; coarse classes are 0-based indices")
+    n_coarse = int(parents.max()) + 1 if parents.size else 0
+    membership = np.zeros((parents.size, n_coarse), dtype=np.int64)
+    membership[np.arange(parents.size), parents] = 1
+    return membership.T @ matrix.astype(np.int64) @ membership

@@ -22,8 +22,12 @@ from flairkit.data.datamodule import build_dataset, split_records
 from flairkit.data.datasets import collate_patches
 from flairkit.data.discovery import PatchRecord
 from flairkit.data.hub.aerial import hub_settings
+from flairkit.data.hub.dataset import build_hub_dataset, collate_hub
+from flairkit.data.hub.layout import LPIS
+from flairkit.data.hub.multimodal import multimodal_settings, task_nomenclature
 from flairkit.data.rasters import read_profile, write_raster
 from flairkit.devices import (
+    autocast,
     default_num_workers,
     ensure_worker_socket_dir,
     math_settings,
@@ -41,9 +45,10 @@ from flairkit.evaluation.manifest import (
     prediction_manifest,
     weights_files,
 )
-from flairkit.evaluation.protocols import Metrics, compute_metrics
+from flairkit.evaluation.protocols import Metrics, compute_metrics, lpis_level_metrics
 from flairkit.evaluation.report import inference_settings, write_metrics
-from flairkit.models.inference import Predictor, forward_passes
+from flairkit.models.hub import normalization, normalize_batch
+from flairkit.models.inference import Predictor, forward_passes, masked_argmax
 from flairkit.models.onnx import OnnxSegmenter, onnx_on_device
 from flairkit.nomenclature import get_nomenclature
 
@@ -309,6 +314,83 @@ def evaluate(
         config, metrics, out_dir, records, split=split, patch_pixels=result.patch_pixels, overwrite=overwrite
     )
     return metrics
+
+
+def evaluate_hub(
+    config: FlairConfig,
+    model: nn.Module,
+    out_dir: Path,
+    *,
+    split: str = "test",
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    weights: Weights = None,
+    inputs: Sequence[Path] = (),
+) -> dict[str, Metrics]:
+    """Score FLAIR-HUB's multimodal network (``model.hub``) on ``split``: per task (data.hub.labels), its confusion
+    matrix and metrics under ``evaluate.protocol`` in ``out_dir/<TASK>/metrics/`` (LPIS also at each coarser level,
+    in ``out_dir/ALL_LABEL-LPIS/level<k>/metrics/``), and ``config.yaml``; returns the metrics by folder. No
+    prediction file is written. ``progress``, ``weights`` and ``inputs`` as for :func:`predict`.
+    """
+    out_dir = Path(out_dir)
+    tasks = list(config.data.hub.labels)
+    if config.evaluate.tta != "none":
+        raise ConfigError(f"evaluate.tta={config.evaluate.tta} (--tta) is not offered with model.hub; set it to none")
+    hub = multimodal_settings(config)
+    dataset = build_hub_dataset(hub, split)
+    check_not_inputs([out_dir / CONFIG_FILE], inputs)
+    folders = _hub_metric_folders(tasks, hub.lpis_level)
+    for name in folders:
+        check_writable(out_dir / name / "metrics" / "metrics.json", overwrite)
+    nomenclatures = {task: task_nomenclature(task, hub.lpis_level) for task in tasks}
+    confusions = {task: ConfusionAccumulator(nomenclatures[task].n_targets) for task in tasks}
+    device = resolve_device(config.evaluate.device, DEVICE_KEY)
+    precision = resolve_precision(config.evaluate.precision, device, PRECISION_KEY)
+    network = model.to(device).eval()
+    statistics = normalization(config)
+    workers = default_num_workers() if config.data.num_workers is None else config.data.num_workers
+    if workers:
+        ensure_worker_socket_dir()
+    loader = DataLoader(
+        dataset,
+        batch_size=config.evaluate.batch_size,
+        num_workers=workers,
+        collate_fn=collate_hub,
+        pin_memory=device.type == "cuda",
+    )
+    done = 0
+    with torch.inference_mode(), math_settings(device):
+        for batch in loader:
+            moved = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            with autocast(device, precision):
+                logits = network(normalize_batch(moved, statistics))
+            for task in tasks:
+                disabled = nomenclatures[task].disabled
+                confusions[task].update(masked_argmax(logits[task].float(), disabled), moved[task])
+            done += len(batch["patch_id"])
+            if progress is not None:
+                progress(done, len(dataset))
+    _save_config(config, out_dir, weights)
+    protocol = config.evaluate.protocol
+    results = {}
+    for task in tasks:
+        matrix = confusions[task].matrix
+        if task == LPIS:
+            for level, metrics in lpis_level_metrics(matrix, hub.lpis_level, protocol).items():
+                results[folders[task] if level == hub.lpis_level else f"{task}/level{level}"] = metrics
+        else:
+            results[task] = compute_metrics(matrix, nomenclatures[task], protocol)
+    for name, metrics in results.items():
+        write_metrics(metrics, out_dir / name, overwrite=overwrite, inference=inference_settings("none", 1))
+    return results
+
+
+def _hub_metric_folders(tasks: Sequence[str], lpis_level: int) -> dict[str, str]:
+    """The folders (under the output folder) of each task's metrics; LPIS adds ``level<k>`` for each coarser level."""
+    folders = {task: task for task in tasks}
+    if LPIS in tasks:
+        folders.update({f"{LPIS}/level{level}": f"{LPIS}/level{level}" for level in range(lpis_level - 1, 0, -1)})
+    return folders
 
 
 def metrics_from_predictions(

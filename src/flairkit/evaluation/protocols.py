@@ -3,7 +3,7 @@
 The protocol decides the number, so each one is reproduced as published:
 
 ``flair1``
-    After IGNF/FLAIR-1 ``metrics.py`` (also FLAIR-INC and FLAIR-HUB): rows AND columns of disabled
+    After IGNF/FLAIR-1 ``metrics.py`` (also FLAIR-INC; FLAIR-HUB: ``flairhub``): rows AND columns of disabled
     (weight-0) targets are deleted, then per class, in %: IoU = d/(row+col-d), precision = d/col,
     recall = d/row, F = 2PR/(P+R), every undefined ratio set to 0. Averages are plain means over the
     kept classes, so a class absent from the test set (snow) counts as 0. OA = trace/sum of the cleaned
@@ -19,6 +19,16 @@ The protocol decides the number, so each one is reproduced as published:
     computes no other figure; flairkit extends the same rule: precision, recall and F per scored class
     on the full matrix, averaged by nanmean (undefined values left out), and OA = correct pixels of the
     scored classes / pixels whose truth is a scored class.
+``flairhub``
+    After IGNF/FLAIR-HUB ``writer/metrics_utils.py`` and ``metrics_core.py`` (read at 3d5693b): the computation
+    of ``flair1``, on the classes whose ``value_weights`` default is not 0 (per-modality weights play no part).
+    For COSIA (the ``hub`` nomenclature) that drops clear cut, ligneous, mixed and undefined; for LPIS
+    (``lpis1``..``lpis3``, :func:`~flairkit.nomenclature.lpis_nomenclature`) IGN's configuration drops nothing,
+    so background and absent crop types count in every average. Two differences from ``flair1``: OA is NaN
+    (IGN's 0/0) when no pixel falls in the kept classes, and IGN's ``metrics.json`` names the F-score average
+    ``F-score`` where flairkit keeps one name, ``Fscore``, for every protocol. An LPIS run reports each level
+    at or above the trained one (:func:`lpis_level_metrics`): IGN reads each level from its own label band;
+    flairkit collapses the trained level's matrix through :data:`~flairkit.nomenclature.LPIS_PARENTS`.
 
 All values are in %, including FLAIR #2's mIoU, which IGN prints as a fraction.
 """
@@ -32,9 +42,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from flairkit.errors import ConfigError, DataError
-from flairkit.nomenclature import Nomenclature
+from flairkit.evaluation.confusion import collapse_confusion
+from flairkit.nomenclature import LPIS_NOMENCLATURE_PREFIX, Nomenclature, lpis_nomenclature, lpis_parents
 
-PROTOCOLS = ("flair1", "model-card", "flair2")
+PROTOCOLS = ("flair1", "model-card", "flair2", "flairhub")
 AVG_METRIC_NAMES = ("mIoU", "Overall Accuracy", "Fscore", "Precision", "Recall")
 """The order of ``Avg_metrics`` in IGN's ``metrics.json``."""
 
@@ -127,9 +138,18 @@ def _json_float(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
 
 
+def _is_hub_nomenclature(nomenclature: Nomenclature) -> bool:
+    """Whether a nomenclature is one of FLAIR-HUB's built-in tasks: ``hub`` (COSIA) or ``lpis1``..``lpis3``."""
+    hub_names = {"hub", *(f"{LPIS_NOMENCLATURE_PREFIX}{level}" for level in (1, 2, 3))}
+    return nomenclature.source is None and nomenclature.name in hub_names
+
+
 def resolve_protocol(protocol: str, nomenclature: Nomenclature) -> str:
-    """The protocol to apply: ``auto`` is ``flair2`` for first-n nomenclatures (13 logits), else ``flair1``."""
+    """The protocol to apply: ``auto`` is ``flairhub`` for FLAIR-HUB's nomenclatures (``hub``, ``lpis1..3``),
+    ``flair2`` for first-n nomenclatures (13 logits), else ``flair1``."""
     if protocol == "auto":
+        if _is_hub_nomenclature(nomenclature):
+            return "flairhub"
         return "flair2" if nomenclature.average_over == "first_n" else "flair1"
     if protocol not in PROTOCOLS:
         raise ConfigError(f"evaluate.protocol {protocol!r} is unknown; choose auto or one of {', '.join(PROTOCOLS)}")
@@ -200,7 +220,8 @@ def compute_metrics(confmat: np.ndarray, nomenclature: Nomenclature, protocol: s
         in_average = present if protocol == "model-card" else np.ones(len(kept), dtype=bool)
         averaged = [_mean(values, in_average) for values in (iou, fscore, precision, recall)]
         total = cleaned.sum()
-        overall = 100.0 * np.trace(cleaned) / total if total else 0.0
+        empty_overall = math.nan if protocol == "flairhub" else 0.0
+        overall = 100.0 * np.trace(cleaned) / total if total else empty_overall
 
     targets = [nomenclature.targets[i] for i in kept]
     return Metrics(
@@ -222,3 +243,15 @@ def compute_metrics(confmat: np.ndarray, nomenclature: Nomenclature, protocol: s
         nomenclature=nomenclature.name,
         colours=[t.colour for t in targets],
     )
+
+
+def lpis_level_metrics(confmat: np.ndarray, level: int, protocol: str = "auto") -> dict[int, Metrics]:
+    """Metrics of an LPIS run trained at ``level``, at that level and at every coarser one (level -> Metrics,
+    finest first): the matrix (rows = truth) is collapsed through :func:`~flairkit.nomenclature.lpis_parents`."""
+    matrix = np.asarray(confmat)
+    return {
+        coarse: compute_metrics(
+            collapse_confusion(matrix, lpis_parents(level, coarse)), lpis_nomenclature(coarse), protocol
+        )
+        for coarse in range(level, 0, -1)
+    }

@@ -19,6 +19,7 @@ from torch import nn
 
 from flairkit.config.schema import FlairConfig
 from flairkit.errors import CheckpointError, ConfigError
+from flairkit.models.huggingface import HuggingFaceSegmenter
 from flairkit.models.weights import BUNDLE_WEIGHTS, load_network
 
 logger = logging.getLogger(__name__)
@@ -152,6 +153,16 @@ def _onnx_export_kwargs() -> dict[str, Any]:
     return {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
 
 
+_WITHOUT_ONNX = "export the bundle without --onnx: its torch weights run wherever flairkit does"
+
+
+def _unexportable(model: nn.Module) -> str | None:
+    """Why torch's ONNX exporter cannot export ``model``, when that is known without trying."""
+    if isinstance(model, HuggingFaceSegmenter) and model.seg_model.config.model_type == "upernet":
+        return "transformers' UperNet (its pyramid pooling needs input sizes that the exporter's trace does not keep)"
+    return None
+
+
 def export_onnx(model: nn.Module, path: Path, in_channels: int, tile_size: int, any_tile_size: bool = False) -> None:
     """Write an aerial network as ONNX: ``image`` (B, C, tile, tile) [+ ``metadata`` (B, 45)] -> ``logits``.
 
@@ -164,6 +175,9 @@ def export_onnx(model: nn.Module, path: Path, in_channels: int, tile_size: int, 
             "ONNX export covers aerial networks only; the multimodal U-T&T model is exported as safetensors "
             "(drop --onnx)"
         )
+    reason = _unexportable(model)
+    if reason is not None:
+        raise CheckpointError(f"torch's ONNX exporter cannot export {reason}; {_WITHOUT_ONNX}")
     network = copy.deepcopy(model).to("cpu").eval()
     image = torch.zeros(1, in_channels, tile_size, tile_size)
     inputs: tuple[torch.Tensor, ...] = (image,)
@@ -177,17 +191,26 @@ def export_onnx(model: nn.Module, path: Path, in_channels: int, tile_size: int, 
             dynamic[name].update({2: "height", 3: "width"})
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            network,
-            inputs,
-            str(path),
-            input_names=names,
-            output_names=[ONNX_LOGITS],
-            dynamic_axes=dynamic,
-            opset_version=ONNX_OPSET,
-            do_constant_folding=True,
-            **_onnx_export_kwargs(),
-        )
+        try:
+            torch.onnx.export(
+                network,
+                inputs,
+                str(path),
+                input_names=names,
+                output_names=[ONNX_LOGITS],
+                dynamic_axes=dynamic,
+                opset_version=ONNX_OPSET,
+                do_constant_folding=True,
+                **_onnx_export_kwargs(),
+            )
+        except Exception as error:  # the exporter raises many classes; only transformers networks are expected to
+            if not isinstance(network, HuggingFaceSegmenter):
+                raise
+            first_line = str(error).splitlines()[0][:200]
+            raise CheckpointError(
+                f"torch's ONNX exporter cannot export this HuggingFace transformers network ({first_line}); "
+                f"{_WITHOUT_ONNX}"
+            ) from None
 
 
 def _onnx_error(model: nn.Module, graph: OnnxSegmenter, in_channels: int, tile_size: int) -> tuple[float, float]:
@@ -219,8 +242,9 @@ def onnx_runtime_model(
 ) -> OnnxSegmenter | None:
     """``model`` exported for any tile size and loaded in ONNX Runtime on ``device``, or None when that is not possible.
 
-    None when onnxruntime or the exporter is missing, the network is not an aerial one, or the graph does not
-    reproduce the torch model on a small random batch; callers then keep the torch model.
+    None when onnxruntime or the exporter is missing, the network is not an aerial one or cannot be exported
+    (transformers' UperNet), or the graph does not reproduce the torch model on a small random batch; callers then
+    keep the torch model.
     """
     try:
         import onnx  # noqa: F401  (the exporter needs it)
@@ -228,6 +252,8 @@ def onnx_runtime_model(
     except ImportError:
         return None
     if not hasattr(model, "seg_model") or getattr(model, "use_metadata", False):
+        return None
+    if _unexportable(model) is not None:
         return None
     probe = 64
     with tempfile.TemporaryDirectory(prefix="flairkit-onnx-") as folder:

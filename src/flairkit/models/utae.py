@@ -374,6 +374,7 @@ class UTAE(nn.Module):
                 f"agg_mode att_group needs every encoder width {encoder_widths} divisible by n_head={n_head}"
             )
         self.n_stages = len(encoder_widths)
+        self.stride = str_conv_s
         self.encoder_widths = encoder_widths
         self.decoder_widths = decoder_widths
         self.agg_mode = agg_mode
@@ -424,8 +425,8 @@ class UTAE(nn.Module):
 
     @property
     def downsampling(self) -> int:
-        """Ratio between the input size and the deepest map's size."""
-        return 2 ** (self.n_stages - 1)
+        """Ratio between the input size and the deepest map's size (1 with FLAIR-HUB's stride-1 convolutions)."""
+        return self.stride ** (self.n_stages - 1)
 
     def padding_mask(self, x: Tensor) -> Tensor:
         """(B, T) True where a date of (B, T, C, H, W) is padding (its frame equals ``pad_value`` everywhere)."""

@@ -27,15 +27,13 @@ from torch import Tensor, nn
 
 from flairkit.config.schema import FlairConfig
 from flairkit.data.rasters import AERIAL_RESOLUTION
+from flairkit.data.sentinel import SENTINEL_RESOLUTION
 from flairkit.errors import ConfigError
 from flairkit.models.factory import MetadataMLP, build_smp_model
 from flairkit.models.utae import UTAE
 from flairkit.nomenclature import get_nomenclature
 
 FusionMode = Literal["cropped", "collapsed", "both"]
-
-SENTINEL_RESOLUTION = 10.0
-"""Sentinel-2 pixel size in metres (the 10 m bands of FLAIR #2 super-patches)."""
 
 MIN_DEEPEST_SIZE = 2
 """Smallest side of U-TAE's deepest map: its 3x3 reflect-padded convolutions need at least 2 pixels."""

@@ -10,6 +10,10 @@ a DSM and a DTM (float32 metres), which ``flair detect --input rgb=... nir=... d
 
 ``DSM - DTM`` warped onto the orthophoto's grid is the elevation band within float32 rounding, far below the
 encoding's 0.1 m half-step, so the assembled bands equal the stacked orthophoto's.
+
+With ``crs`` or ``resolution`` the products are then warped (bilinear, strip by strip) into that CRS, RVB, IRC and
+DSM at ``resolution`` (in the CRS's units; default 0.2) and the DTM at 1 unit, so that assembling them shows warping
+between CRSs and resolutions; their pixels then equal rasterio's reprojection of the products above.
 """
 
 from __future__ import annotations
@@ -18,11 +22,15 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.enums import ColorInterp
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp, Resampling
 from rasterio.transform import Affine
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import calculate_default_transform
 from rasterio.windows import Window
 
 from flairkit.data.assembly import ELEVATION_STEP
+from flairkit.data.rasters import AERIAL_RESOLUTION
 
 IRC_BANDS = (4, 1, 2)
 """The orthophoto's bands (1-based R, G, B, NIR, elevation) in IGN's IRC product: NIR, red, green."""
@@ -48,10 +56,42 @@ def product_paths(ortho: Path) -> dict[str, Path]:
     return {kind: ortho.with_name(f"{ortho.stem}_{kind}.tif") for kind in ("RVB", "IRC", "DSM", "DTM")}
 
 
-def write_products(ortho: Path) -> dict[str, Path]:
-    """Write the RVB, IRC, DSM and DTM products of the 5-band orthophoto ``ortho`` next to it, strip by strip;
-    returns their paths (kind -> path)."""
+def write_products(ortho: Path, crs: str | None = None, resolution: float | None = None) -> dict[str, Path]:
+    """Write the RVB, IRC, DSM and DTM products of the 5-band orthophoto ``ortho`` next to it, strip by strip, in
+    ``crs`` (default the orthophoto's) at ``resolution`` (default 0.2, the DTM at 1); returns their paths."""
     paths = product_paths(ortho)
+    _write_on_ortho_grid(ortho, paths)
+    if crs is not None or resolution is not None:
+        for kind, path in paths.items():
+            res = DTM_RESOLUTION if kind == "DTM" else resolution or AERIAL_RESOLUTION
+            warp_product(path, CRS.from_user_input(crs) if crs is not None else None, res)
+    return paths
+
+
+def warp_product(path: Path, crs: CRS | None, resolution: float) -> None:
+    """Replace the raster ``path`` by its bilinear warp into ``crs`` (None: its own) at ``resolution``, by strips."""
+    warped = path.with_name(f".{path.name}.warping")
+    with rasterio.open(path) as src:
+        target = src.crs if crs is None else crs
+        transform, width, height = calculate_default_transform(
+            src.crs, target, src.width, src.height, *src.bounds, resolution=resolution
+        )
+        grid = {"crs": target, "transform": transform, "width": width, "height": height}
+        profile = src.profile | grid | {"tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "lzw"}
+        with (
+            WarpedVRT(src, resampling=Resampling.bilinear, **grid) as vrt,
+            rasterio.open(warped, "w", **profile) as dst,
+        ):
+            dst.colorinterp = src.colorinterp
+            dst.units = src.units
+            for row in range(0, height, STRIP):
+                window = Window(0, row, width, min(STRIP, height - row))
+                dst.write(vrt.read(window=window), window=window)
+    warped.replace(path)
+
+
+def _write_on_ortho_grid(ortho: Path, paths: dict[str, Path]) -> None:
+    """The four products on the orthophoto's grid (the DTM at ``DTM_RESOLUTION``)."""
     with rasterio.open(ortho) as src:
         profile = {
             key: value
@@ -79,7 +119,6 @@ def write_products(ortho: Path) -> dict[str, Path]:
                 y = top - (np.arange(row, row + window.height) + 0.5) * res
                 ground = terrain(x[None, :], y[:, None], left, top)
                 dsm.write((ground + bands[4].astype(np.float32) * np.float32(ELEVATION_STEP))[None], window=window)
-    return paths
 
 
 def _write_dtm(path: Path, src: rasterio.io.DatasetReader, left: float, top: float) -> None:

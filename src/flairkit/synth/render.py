@@ -91,11 +91,14 @@ class Radiometry:
     offset: tuple[float, float, float, float]
 
     @classmethod
-    def draw(cls, rng: np.random.Generator) -> Radiometry:
-        """A random domain shift: a global brightness and a colour cast."""
+    def draw(cls, rng: np.random.Generator, strength: float = 1.0) -> Radiometry:
+        """A random domain shift: a global brightness and a colour cast, their departures from no shift (gain 1,
+        offset 0) multiplied by ``strength`` (the same random draws for every strength)."""
         brightness = rng.uniform(0.9, 1.1)
         gain = brightness * rng.uniform(0.93, 1.07, 4)
         offset = rng.uniform(-9, 9) + rng.uniform(-5, 5, 4)
+        if strength != 1.0:
+            gain, offset = 1 + strength * (gain - 1), strength * offset
         return cls(tuple(np.round(gain, 4).tolist()), tuple(np.round(offset, 2).tolist()))
 
 

@@ -13,14 +13,23 @@ the cloud and snow probabilities (0..100) of every pixel and date.
 from __future__ import annotations
 
 import datetime as dt
+import json
+from pathlib import Path
 
 import numpy as np
+import rasterio
+from rasterio.transform import Affine
 
+from flairkit.atomic import write_text_atomic
 from flairkit.nomenclature import FLAIR_CLASSES, class_code
 from flairkit.synth.render import ValueNoise
 
 S2_RESOLUTION = 10.0
 N_BANDS = 10
+ORTHO_SERIES_YEAR = 2021
+ORTHO_SERIES_FOLDER = "{stem}_S2"
+"""Folder, next to an orthophoto, of its Sentinel-2 acquisitions (see :func:`write_ortho_series`)."""
+ACQUISITIONS_FILE = "acquisitions.json"
 
 ENDMEMBERS = {
     # B2, B3, B4, B5, B6, B7, B8, B8A, B11, B12 reflectances x 10000
@@ -177,3 +186,42 @@ def simulate_series(
             masks[i, 0] = np.maximum(masks[i, 0], np.rint(cover * 100).astype(np.uint8))
     data += 0.5  # the cast below truncates
     return np.clip(data, 0, 65535, out=data).astype(np.uint16), masks
+
+
+def write_ortho_series(ortho: Path, labels: Path, seed: int, index: int, buffer: int) -> Path:
+    """Write the Sentinel-2 series of orthophoto ``ortho`` from its class raster ``labels``, as a U-T&T zone detection
+    reads it: one 10-band uint16 GeoTIFF and one snow/cloud mask GeoTIFF (2 bands, probabilities 0..100) per date,
+    on a 10 m grid in the orthophoto's CRS covering it and ``buffer`` pixels around (class fractions continued from
+    its edges), and an acquisitions JSON listing them (see :mod:`flairkit.data.series`); returns the JSON's path.
+
+    The series is drawn as the super-areas' (:func:`simulate_series`), in ``ORTHO_SERIES_YEAR``, from the world's
+    ``seed`` and the orthophoto's ``index``.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2, index)))
+    with rasterio.open(labels) as src:
+        codes, crs, transform = src.read(1), src.crs, src.transform
+    factor = round(S2_RESOLUTION / transform.a)
+    height, width = (-(-side // factor) * factor for side in codes.shape)
+    codes = np.pad(codes, ((0, height - codes.shape[0]), (0, width - codes.shape[1])), mode="edge")
+    fractions = np.pad(class_fractions(codes, factor), ((0, 0), (buffer, buffer), (buffer, buffer)), mode="edge")
+    dates = acquisition_dates(rng, ORTHO_SERIES_YEAR)
+    data, masks = simulate_series(rng, fractions, dates, np.ones(N_BANDS, dtype=np.float32))
+    margin = buffer * S2_RESOLUTION
+    grid = Affine(S2_RESOLUTION, 0.0, transform.c - margin, 0.0, -S2_RESOLUTION, transform.f + margin)
+    folder = ortho.with_name(ORTHO_SERIES_FOLDER.format(stem=ortho.stem))
+    folder.mkdir(exist_ok=True)
+    profile = {"driver": "GTiff", "width": data.shape[3], "height": data.shape[2], "crs": crs, "transform": grid}
+    entries = []
+    for date, series, mask in zip(dates, data, masks, strict=True):
+        name = f"S2_{date:%Y%m%d}"
+        with rasterio.open(
+            folder / f"{name}.tif", "w", count=N_BANDS, dtype="uint16", compress="deflate", **profile
+        ) as dst:
+            dst.write(series)
+        with rasterio.open(
+            folder / f"{name}_MASK.tif", "w", count=2, dtype="uint8", compress="deflate", **profile
+        ) as dst:
+            dst.descriptions = ("snow probability", "cloud probability")
+            dst.write(mask)
+        entries.append({"date": date.isoformat(), "path": f"{name}.tif", "mask": f"{name}_MASK.tif"})
+    return write_text_atomic(folder / ACQUISITIONS_FILE, json.dumps({"acquisitions": entries}, indent=1) + "\n")

@@ -108,12 +108,19 @@ class SynthOptions:
     """Side in pixels of each large orthophoto (0 = none)."""
     products: bool = False
     """Also write each orthophoto as separate RVB, IRC, DSM and DTM products (see :mod:`flairkit.synth.products`)."""
+    products_crs: str | None = None
+    """CRS of the products (default the orthophoto's), e.g. EPSG:3857: assembling them then warps between CRSs."""
+    products_resolution: float | None = None
+    """Pixel size of the RVB, IRC and DSM products in their CRS's units (default 0.2; the DTM stays at 1)."""
     test_domains: int = 1
     """The last domains form the test split."""
     val_domains: int = 1
     """The domains before them form the val split; the others are train."""
     workers: int = 1
     """Processes generating areas in parallel (the output does not depend on it)."""
+    domain_shift: float = 1.0
+    """Strength of the radiometric differences between domains: each domain's departure from no shift (gain 1,
+    offset 0) is multiplied by it; 1 is the default world, 3 gives brightness changes of about ±40% between domains."""
 
 
 @dataclass
@@ -185,6 +192,7 @@ def _validate(options: SynthOptions) -> None:
         (options.ortho_size == 0 or options.ortho_size >= 16, "ortho_size", "0 (no orthophoto) or at least 16"),
         (options.test_domains >= 0 and options.val_domains >= 0, "test_domains/val_domains", "0 or more"),
         (options.workers >= 1, "workers", "at least 1"),
+        (0 <= options.domain_shift <= 5, "domain_shift", "between 0 (no shift) and 5 (gains stay positive)"),
     ]
     for ok, key, need in checks:
         if not ok:
@@ -242,7 +250,7 @@ def _plan(options: SynthOptions) -> tuple[list[_Domain], list[_AreaJob]]:
                 split=split,
                 year=year,
                 camera=OTHER_CAMERA if other_camera else str(rng.choice(UCE_CAMERAS)),
-                radiometry=Radiometry.draw(rng),
+                radiometry=Radiometry.draw(rng, options.domain_shift),
                 s2_gain=tuple(np.round(rng.uniform(0.95, 1.05, 10), 4).tolist()),
                 tile=f"{int(rng.integers(30, 33))}{rng.choice(['T', 'U'])}{''.join(rng.choice(list('CDEFGKLM'), 2))}",
                 origin=(float(rng.integers(20, 100)) * 10_000, float(rng.integers(625, 700)) * 10_000),
@@ -449,8 +457,16 @@ def _write_ortho(
 
 
 def _recorded(options: SynthOptions) -> dict[str, Any]:
-    """The options that decide the content (not ``workers``, so that the files do not depend on it)."""
-    return {key: value for key, value in asdict(options).items() if key != "workers"}
+    """The options that decide the content (not ``workers``, so that the files do not depend on it; ``domain_shift``
+    only when not 1 and the products' CRS and resolution only when given, so that default worlds stay byte-identical
+    to those of earlier versions)."""
+    recorded = {key: value for key, value in asdict(options).items() if key != "workers"}
+    if options.domain_shift == 1.0:
+        del recorded["domain_shift"]
+    for key in ("products_crs", "products_resolution"):
+        if recorded[key] is None:
+            del recorded[key]
+    return recorded
 
 
 def _histogram_dict(histogram: np.ndarray) -> dict[int, int]:
@@ -569,7 +585,8 @@ def synthesize_world(out: Path, options: SynthOptions | None = None, overwrite: 
                 orthos.append((out / image.relative_to(tmp), out / labels.relative_to(tmp)))
                 info["class_histogram"] = _histogram_dict(histogram)
                 if options.products:
-                    info["products"] = {kind: path.name for kind, path in write_products(image).items()}
+                    written = write_products(image, options.products_crs, options.products_resolution)
+                    info["products"] = {kind: path.name for kind, path in written.items()}
                 ortho_info.append(info)
         split_histograms = {split: _histogram_dict(histograms[split]) for split in SPLITS if rows[split]}
         world = {

@@ -5,11 +5,14 @@ from __future__ import annotations
 import lightning as L
 from torch import nn
 
+from flairkit.models.huggingface import HuggingFaceSegmenter
 from flairkit.models.utt import UTT
 
 
 def aerial_encoder(model: nn.Module) -> nn.Module:
-    """The smp encoder of a flairkit network (the aerial branch's for U-T&T)."""
+    """The smp encoder of a flairkit network (the aerial branch's for U-T&T, the backbone of a transformers one)."""
+    if isinstance(model, HuggingFaceSegmenter):
+        return model.encoder
     return (model.arch_vhr if isinstance(model, UTT) else model.seg_model).encoder
 
 

@@ -47,6 +47,15 @@ class SegmentationTask(L.LightningModule):
         self.save_hyperparameters(saved)
         self.multimodal = config.model.multimodal
         self.model = model if model is not None else build_model(config, pretrained_encoder=True)
+        self._setup_objective(class_weights)
+        self.augment_generator = torch.Generator().manual_seed(config.train.seed)
+        # Kept outside the module registry so that state-dict keys stay those of the plain network.
+        network = runnable_network(self.model, config.train.channels_last, config.train.compile)
+        object.__setattr__(self, "network", network)
+
+    def _setup_objective(self, class_weights: torch.Tensor | None) -> None:
+        """Inputs' normalisation, losses and validation accumulators."""
+        config = self.config
         self.normalizer = Normalizer.from_config(config.data.normalization)
         self.radiometric = RadiometricJitter(config.data.radiometric, config.data.channels)
         aerial_weights = aerial_class_weights(self.nomenclature) if class_weights is None else class_weights
@@ -61,10 +70,6 @@ class SegmentationTask(L.LightningModule):
         self.val_loss_sums = torch.zeros(2 if self.multimodal else 1, 2, dtype=torch.float64)
         # Confusion matrix of the last validation pass over the whole split (every process's patches).
         self.val_matrix: np.ndarray | None = None
-        self.augment_generator = torch.Generator().manual_seed(config.train.seed)
-        # Kept outside the module registry so that state-dict keys stay those of the plain network.
-        network = runnable_network(self.model, config.train.channels_last, config.train.compile)
-        object.__setattr__(self, "network", network)
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         trainer = self._trainer

@@ -20,14 +20,16 @@ from torch.utils.data import DataLoader
 from flairkit.allocator import retained_freed_memory
 from flairkit.atomic import atomic_path, check_writable, write_text_atomic
 from flairkit.config.loading import save_resolved_config
-from flairkit.config.schema import FlairConfig
+from flairkit.config.schema import RELEASE_WEIGHTS, FlairConfig
 from flairkit.data.datamodule import FlairDataModule
 from flairkit.data.datasets import collate_patches
+from flairkit.data.hub.multimodal import HubDataModule
 from flairkit.devices import math_settings
 from flairkit.errors import ConfigError, OutputExistsError
 from flairkit.models.build import build_model
 from flairkit.nomenclature import get_nomenclature
 from flairkit.training.freezing import FreezeEncoder
+from flairkit.training.hub import IGN_METRIC, MAIN_METRIC, HubSegmentationTask
 from flairkit.training.losses import aerial_class_weights, balanced_class_weights
 from flairkit.training.module import SegmentationTask
 from flairkit.training.recalibration import recalibrate_batchnorm
@@ -95,12 +97,17 @@ def build_trainer(
 ) -> L.Trainer:
     """A Lightning trainer with FLAIR checkpoints, early stopping, logs for ``config``, and ``extra_callbacks``."""
     train = config.train
+    if config.model.hub is None:
+        monitor, mode, filename = "val_loss", "min", "ckpt-{epoch:02d}-{val_loss:.2f}"
+    else:
+        monitor = IGN_METRIC if train.hub.ign_weighted_iou_checkpoint else MAIN_METRIC
+        mode, filename = "max", f"ckpt-{{epoch:02d}}-{{{monitor}:.4f}}"
     callbacks: list[L.Callback] = [
         ModelCheckpoint(
             dirpath=run_dir / CHECKPOINT_DIR,
-            filename="ckpt-{epoch:02d}-{val_loss:.2f}",
-            monitor="val_loss",
-            mode="min",
+            filename=filename,
+            monitor=monitor,
+            mode=mode,
             save_top_k=1,
             save_last=True,
             every_n_epochs=train.checkpoint_every_n_epochs,
@@ -119,9 +126,12 @@ def build_trainer(
     if train.sync_batchnorm and not torch.cuda.is_available():
         raise ConfigError("train.sync_batchnorm needs GPUs (SyncBatchNorm has no CPU implementation); set it to false")
     strategy = train.strategy
-    if (config.model.multimodal or train.freeze_encoder_epochs) and strategy == "ddp":
-        # U-T&T has parameters without gradients (U-TAE out_conv, fusion of stages the decoder skips), and so has
-        # a frozen encoder.
+    unused = config.model.multimodal or config.model.provider == "huggingface" or train.freeze_encoder_epochs
+    unused = unused or config.model.hub is not None
+    if unused and strategy == "ddp":
+        # U-T&T has parameters without gradients (U-TAE out_conv, fusion of stages the decoder skips), and so have a
+        # frozen encoder and transformers' UperNet (the auxiliary head IGN's loss ignores, SwinBackbone's final norm),
+        # and FLAIR-HUB's network (U-TAE's class scores feed only auxiliary heads when single-date encoders exist).
         strategy = "ddp_find_unused_parameters_true"
     settings: dict[str, Any] = {
         "accelerator": train.accelerator,
@@ -209,6 +219,25 @@ def _write_recalibrated(
     return path
 
 
+def _check_hub_training(config: FlairConfig) -> None:
+    """Refuse the train settings the FLAIR-HUB multimodal network does not support, naming the key."""
+    train = config.train
+    unsupported = {
+        "train.class_balancing": train.class_balancing != "none",
+        "train.recalibrate_batchnorm": train.recalibrate_batchnorm,
+        "data.class_aware_sampling": config.data.class_aware_sampling > 0,
+        "train.freeze_encoder_epochs": train.freeze_encoder_epochs > 0,
+    }
+    for key, on in unsupported.items():
+        if on:
+            raise ConfigError(f"{key} is not supported with model.hub (FLAIR-HUB's network); leave it at its default")
+    if train.init_weights is not None and str(train.init_weights) == RELEASE_WEIGHTS:
+        raise ConfigError(
+            "train.init_weights=release: give the released FLAIR-HUB model's file (flair models --download NAME "
+            "prints where it is) as train.init_weights"
+        )
+
+
 def train(
     config: FlairConfig, *, overwrite: bool = False, progress: bool = True, callbacks: Sequence[L.Callback] = ()
 ) -> TrainResult:
@@ -218,12 +247,16 @@ def train(
     under ``config.run_dir``, and with ``train.recalibrate_batchnorm`` the final weights recalibrated
     (``recalibrated.ckpt``). ``callbacks`` are Lightning callbacks run besides flairkit's own.
     """
+    from flairkit.models.hub import load_hub_weights
     from flairkit.models.weights import check_resume_checkpoint, load_init_weights, safe_unpickling
 
+    hub = config.model.hub is not None
+    if hub:
+        _check_hub_training(config)
     resuming = config.train.resume_from is not None
     if resuming:
         check_resume_checkpoint(config.train.resume_from)
-    datamodule = FlairDataModule(config)
+    datamodule: FlairDataModule | HubDataModule = HubDataModule(config) if hub else FlairDataModule(config)
     # Bad lists, metadata or centroids fail here, before the run folder is created or an old run deleted.
     datamodule.setup("fit")
     run_dir = _prepare_run_dir(config, overwrite, resuming)
@@ -235,8 +268,14 @@ def train(
     model = build_model(config, pretrained_encoder=not starts_from_file)
     adaptations: tuple[str, ...] = ()
     if config.train.init_weights is not None and not resuming:
-        adaptations = load_init_weights(model, config).adaptations
-    task = SegmentationTask(config, model=model, class_weights=_class_weights(config, datamodule))
+        if hub:
+            load_hub_weights(model, config.train.init_weights)
+        else:
+            adaptations = load_init_weights(model, config).adaptations
+    if hub:
+        task: SegmentationTask = HubSegmentationTask(config, model=model)
+    else:
+        task = SegmentationTask(config, model=model, class_weights=_class_weights(config, datamodule))
     trainer = build_trainer(config, run_dir, progress=progress, extra_callbacks=callbacks)
     with warnings.catch_warnings():
         for pattern in QUIET_WARNINGS:

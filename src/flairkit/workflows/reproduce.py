@@ -7,13 +7,13 @@ renders them).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from flairkit.config.schema import FlairConfig
 from flairkit.errors import ConfigError
 from flairkit.evaluation.compare import CompareResult, compare_runs, write_comparison
-from flairkit.evaluation.predict import evaluate
+from flairkit.evaluation.predict import evaluate, evaluate_hub
 from flairkit.evaluation.protocols import Metrics
 from flairkit.training.run import TrainResult, train
 
@@ -26,8 +26,11 @@ class ReproduceResult:
 
     train: TrainResult
     metrics: Metrics
+    """Of the main task with FLAIR-HUB's multimodal network (``model.hub``: the first of data.hub.labels)."""
     comparison: CompareResult
     files: dict[str, Path]
+    task_metrics: dict[str, Metrics] = field(default_factory=dict)
+    """With ``model.hub``, every task's metrics by folder under ``evaluation/`` (LPIS at each level); else empty."""
 
 
 def reproduce(
@@ -39,9 +42,14 @@ def reproduce(
 ) -> ReproduceResult:
     """Train ``config``, evaluate its best checkpoint on the test split with the publication's protocol, compare.
 
+    With FLAIR-HUB's multimodal network (``model.hub``) every task is scored (``evaluation/<TASK>/metrics/``) and the
+    main task, the first of data.hub.labels, is the one set beside the published figures.
+
     ``training_progress`` shows Lightning's progress bar; ``evaluation_progress`` is called as (patches done,
     total) while the test split is predicted.
     """
+    from flairkit.models.build import build_model
+    from flairkit.models.hub import load_hub_weights
     from flairkit.models.loader import load_model
 
     if config.published is None:
@@ -53,9 +61,25 @@ def reproduce(
     trained = train(config, overwrite=overwrite, progress=training_progress)
     if trained.best_checkpoint is None:
         raise ConfigError("training produced no checkpoint; check train.max_epochs and the validation split")
-    model = load_model(config, trained.best_checkpoint)
     evaluation_dir = trained.run_dir / EVALUATION_DIR
-    metrics = evaluate(config, model, evaluation_dir, overwrite=overwrite, progress=evaluation_progress)
-    comparison = compare_runs([evaluation_dir], published=[config.published], labels=[config.name])
+    task_metrics: dict[str, Metrics] = {}
+    if config.model.hub is not None:
+        network = build_model(config, pretrained_encoder=False)
+        load_hub_weights(network, trained.best_checkpoint)
+        task_metrics = evaluate_hub(
+            config,
+            network,
+            evaluation_dir,
+            overwrite=overwrite,
+            progress=evaluation_progress,
+            weights=trained.best_checkpoint,
+        )
+        main = config.data.hub.labels[0]
+        metrics, scored = task_metrics[main], evaluation_dir / main
+    else:
+        model = load_model(config, trained.best_checkpoint)
+        metrics = evaluate(config, model, evaluation_dir, overwrite=overwrite, progress=evaluation_progress)
+        scored = evaluation_dir
+    comparison = compare_runs([scored], published=[config.published], labels=[config.name])
     files = write_comparison(comparison, trained.run_dir / "comparison", overwrite=overwrite)
-    return ReproduceResult(trained, metrics, comparison, files)
+    return ReproduceResult(trained, metrics, comparison, files, task_metrics)

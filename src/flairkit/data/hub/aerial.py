@@ -26,10 +26,19 @@ HUB_NOMENCLATURE = "hub"
 
 
 def hub_settings(data: DataConfig) -> HubDataConfig | None:
-    """The ``data.hub`` section to train on when the config names FLAIR-HUB data, else None.
+    """The ``data.hub`` section to train on when the config names FLAIR-HUB data, else None (see :func:`hub_data`);
+    the config must then describe a single-date aerial model."""
+    hub = hub_data(data)
+    if hub is not None:
+        _check_aerial(data, hub)
+    return hub
+
+
+def hub_data(data: DataConfig) -> HubDataConfig | None:
+    """The ``data.hub`` section, its root resolved, when the config names FLAIR-HUB data, else None.
 
     FLAIR-HUB is used when ``data.root`` is a FLAIR-HUB folder (it becomes ``data.hub.root``), or when
-    ``data.hub.root`` or a ``data.hub.*_csv`` is set; the config must then describe a single-date aerial model.
+    ``data.hub.root`` or a ``data.hub.*_csv`` is set.
     """
     hub = data.hub
     root_is_hub = data.root is not None and is_hub_folder(Path(data.root))
@@ -46,7 +55,6 @@ def hub_settings(data: DataConfig) -> HubDataConfig | None:
         )
     if root_is_hub and hub.root is None:
         hub = hub.model_copy(update={"root": Path(data.root)})
-    _check_aerial(data, hub)
     return hub
 
 

@@ -34,10 +34,11 @@ def grouped_rows(source: Nomenclature, target: Nomenclature) -> list[tuple[int, 
 def rebuild_head(
     tensors: Mapping[str, torch.Tensor],
     built: Mapping[str, torch.Tensor],
-    prefix: str,
+    prefix: str | tuple[str, ...],
     rows: list[tuple[int, ...]],
 ) -> dict[str, torch.Tensor]:
-    """``tensors`` with the head under ``prefix`` replaced by the ``built`` one, its rows ``rows`` grouped by the rule.
+    """``tensors`` with the head under ``prefix`` (or prefixes) replaced by the ``built`` one, its rows ``rows`` grouped
+    by the rule.
 
     ``rows[i]`` lists the rows of the file's head that new class ``i`` groups (empty: it keeps the built row).
     """

@@ -16,9 +16,11 @@ from flairkit.models.weights.files import read_checkpoint
 from flairkit.models.weights.layouts import (
     AERIAL,
     BRANCH,
+    HUGGINGFACE,
     NETWORK_NAMES,
     UTT,
     canonicalize,
+    current_transformers_keys,
     few_keys,
     target_network,
 )
@@ -152,8 +154,40 @@ class NetworkSummary:
         return text + (", with metadata" if self.metadata else ", without metadata")
 
 
+_TRANSFORMERS_HEADS = ("decode_head.classifier.weight", "segmentation_head.classifier.convolution.weight")
+_TRANSFORMERS_ARCHS = {"decode_head.psp_modules.": "upernet", "segformer.": "segformer", "dpt.": "dpt", "beit.": "beit"}
+
+
+def _transformers_summary(shapes: Mapping[str, tuple[int, ...]]) -> NetworkSummary:
+    """What the tensors of a HuggingFace network (``seg_model.*``) describe; the backbone as family, width and
+    blocks per stage (e.g. ``swin 96 2-2-18-2``: Swin-small)."""
+    branch = BRANCH[HUGGINGFACE]
+    keys = [key.removeprefix(branch) for key in shapes]
+    arch = next((name for root, name in _TRANSFORMERS_ARCHS.items() if any(k.startswith(root) for k in keys)), None)
+    encoder = None
+    swin = _block_counts(shapes, re.escape(branch) + r"backbone\.(?:swin\.)?encoder\.layers\.(\d+)\.blocks\.(\d+)\.")
+    convnext = _block_counts(shapes, re.escape(branch) + r"backbone\.encoder\.stages\.(\d+)\.layers\.(\d+)\.")
+    first = next((k for k, shape in shapes.items() if k.startswith(branch) and len(shape) == 4), None)
+    for family, blocks in (("swin", swin), ("convnext", convnext)):
+        if blocks and first is not None:
+            encoder = f"{family} {shapes[first][0]} {'-'.join(map(str, blocks))}"
+    head = next((branch + h for h in _TRANSFORMERS_HEADS if branch + h in shapes), None)
+    return NetworkSummary(
+        network=HUGGINGFACE,
+        arch=arch,
+        encoder=encoder,
+        in_channels=shapes[first][1] if first else None,
+        n_classes=shapes[head][0] if head else None,
+        metadata=False,
+        head_key=head,
+        first_conv_key=first,
+    )
+
+
 def summarize(shapes: Mapping[str, tuple[int, ...]], network: str) -> NetworkSummary:
     """Architecture, encoder, channels and classes of flairkit-layout tensor shapes."""
+    if network == HUGGINGFACE:
+        return _transformers_summary(shapes)
     branch = BRANCH.get(network, "")
     head = f"{branch}segmentation_head.0.weight"
     first = _first_conv(shapes, branch)
@@ -210,10 +244,13 @@ def explain_mismatch(
     found = summarize(file_shapes, network)
     expected = summarize(model_shapes, network)
     reasons: list[str] = []
+    arch_key, encoder_key = (
+        ("model.hf_model", "model.hf_model") if network == HUGGINGFACE else ("model.arch", "model.encoder")
+    )
     if found.arch and expected.arch and found.arch != expected.arch:
-        reasons.append(f"architecture: {found.arch} in {source}, the config builds {expected.arch} (model.arch)")
+        reasons.append(f"architecture: {found.arch} in {source}, the config builds {expected.arch} ({arch_key})")
     if found.encoder and expected.encoder and found.encoder != expected.encoder:
-        reasons.append(f"encoder: {found.encoder} in {source}, the config builds {expected.encoder} (model.encoder)")
+        reasons.append(f"encoder: {found.encoder} in {source}, the config builds {expected.encoder} ({encoder_key})")
     if found.in_channels is not None and expected.in_channels is not None and found.in_channels != expected.in_channels:
         reasons.append(_channels_hint(found.in_channels, expected.in_channels, config, source))
     if found.sat_channels is not None and expected.sat_channels not in (None, found.sat_channels):
@@ -250,12 +287,18 @@ def explain_mismatch(
     return "\n".join(lines)
 
 
-def _matching_presets(summary: NetworkSummary) -> list[str]:
+def _matching_presets(summary: NetworkSummary, tensors: Mapping[str, torch.Tensor]) -> list[str]:
     from flairkit.config import load_config, preset_names
 
     names = []
     for name in preset_names():
         config = load_config(name)
+        if (config.model.provider == "huggingface") != (summary.network == HUGGINGFACE):
+            continue
+        if summary.network == HUGGINGFACE:
+            if _fits_preset(config, tensors):
+                names.append(name)
+            continue
         if (
             config.model.multimodal == (summary.network == UTT)
             and len(config.data.channels) == summary.in_channels
@@ -266,6 +309,17 @@ def _matching_presets(summary: NetworkSummary) -> list[str]:
         ):
             names.append(name)
     return names
+
+
+def _fits_preset(config: FlairConfig, tensors: Mapping[str, torch.Tensor]) -> bool:
+    """Whether ``tensors`` (flairkit keys) fill a preset's network exactly; the network is built on the meta device
+    (no memory, nothing downloaded)."""
+    from flairkit.models.build import build_model
+
+    with torch.device("meta"):
+        built = build_model(config, pretrained_encoder=False).state_dict()
+    renamed = current_transformers_keys(tensors, built, BRANCH[HUGGINGFACE])
+    return tensor_shapes(renamed) == tensor_shapes(built)
 
 
 def inspect_checkpoint(path: Path | str) -> dict[str, Any]:
@@ -301,7 +355,7 @@ def inspect_checkpoint(path: Path | str) -> dict[str, Any]:
     result.update(raw.info)
     if raw.config is not None:
         result["config_saved"] = f"yes (name {raw.config.get('name', '?')!r}); `flair export` can use it"
-    if canonical.network in (AERIAL, UTT):
-        result["matching_presets"] = _matching_presets(summary)
+    if canonical.network in (AERIAL, UTT, HUGGINGFACE):
+        result["matching_presets"] = _matching_presets(summary, canonical.tensors)
     result["sha256"] = file_sha256(path)
     return result

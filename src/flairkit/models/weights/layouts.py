@@ -7,6 +7,9 @@ which hold the network as ``self.model`` and the loss as ``self.criterion``):
   ``decoder.*``, ``segmentation_head.*``;
 - FLAIR-1 Lightning ``.ckpt``: ``model.seg_model.*``, ``model.enc.enc_mlp.*``, ``criterion.weight``;
 - FLAIR #2 Lightning ``.ckpt``: ``model.arch_vhr.*``, ``model.arch_hr.*``, ``model.fm_utae_featmap_*``, ...;
+- FLAIR-1 HuggingFace provider: Lightning ``.ckpt`` with ``model.seg_model.*`` transformers keys (``backbone.*``,
+  ``decode_head.*``, ``auxiliary_head.*``), zone-detect stripped dicts and hub files without the prefix; keys of
+  transformers < 5 (IGN pins <= 4.50.3) are renamed to the installed version's (:func:`current_transformers_keys`);
 - flairkit's own keys (``seg_model.*`` / ``arch_vhr.*``), as written by ``flair export``.
 """
 
@@ -24,18 +27,31 @@ from flairkit.errors import CheckpointError
 AERIAL = "aerial"
 UTT = "utt"
 FLAIR_HUB = "flair-hub"
+HUGGINGFACE = "huggingface"
 UNKNOWN = "unknown"
 
 NETWORK_NAMES = {
     AERIAL: "aerial segmentation network (smp)",
+    HUGGINGFACE: "aerial segmentation network (HuggingFace transformers)",
     UTT: "FLAIR #2 U-T&T multimodal network",
     FLAIR_HUB: "FLAIR-HUB multimodal network",
     UNKNOWN: "unrecognised network",
 }
-BRANCH = {AERIAL: "seg_model.", UTT: "arch_vhr."}
-"""Prefix of the smp U-Net inside each flairkit network."""
+BRANCH = {AERIAL: "seg_model.", UTT: "arch_vhr.", HUGGINGFACE: "seg_model."}
+"""Prefix of the smp U-Net (the transformers model) inside each flairkit network."""
+ENCODER = {AERIAL: "seg_model.encoder.", UTT: "arch_vhr.encoder.", HUGGINGFACE: "seg_model.backbone."}
+"""Prefix of each network's encoder, whose first convolution takes the bands."""
+HEAD = {
+    AERIAL: ("seg_model.segmentation_head.",),
+    UTT: ("arch_vhr.segmentation_head.",),
+    HUGGINGFACE: ("seg_model.decode_head.classifier.", "seg_model.auxiliary_head.classifier."),
+}
+"""Prefixes of each network's class head(s): the tensors with one row per class."""
 
 _SMP_ROOTS = ("encoder", "decoder", "segmentation_head", "classification_head")
+_TRANSFORMERS_ROOTS = ("decode_head", "segformer", "dpt", "beit", "data2vec_vision", "mobilenet_v2", "mobilevit")
+"""First key parts that only transformers' semantic-segmentation models have (UperNet and SegFormer's
+``decode_head``, DPT, BEiT, MobileViT, ...); a lone ``backbone`` tells nothing."""
 _UTT_MARKERS = ("arch_hr", "fm_utae_featmap_cropped", "fm_utae_featmap_collapsed", "reshape_utae_output")
 _HUB_MARKERS = ("main_decoders", "aux_decoders", "fusion_handler")
 _SHOWN_KEYS = 5
@@ -64,10 +80,12 @@ def network_of_keys(keys: list[str]) -> str:
         return UTT
     if any(marker in p for p in parts for marker in _HUB_MARKERS):
         return FLAIR_HUB
-    if any("seg_model" in p for p in parts):
-        return AERIAL
     stripped = [p[1:] if p[0] == "model" else p for p in parts]
-    if any(p and p[0] in _SMP_ROOTS for p in stripped):
+    stripped = [p[1:] if p and p[0] == "seg_model" else p for p in stripped]
+    roots = {p[0] for p in stripped if p}
+    if roots & set(_TRANSFORMERS_ROOTS) and not roots & {"encoder", "decoder"}:
+        return HUGGINGFACE
+    if any("seg_model" in p for p in parts) or roots & set(_SMP_ROOTS):
         return AERIAL
     return UNKNOWN
 
@@ -106,7 +124,7 @@ def canonicalize(tensors: Mapping[str, torch.Tensor]) -> Canonical:
     elif any(key.startswith(("seg_model.", "enc.")) for key in kept):
         layout = "flair1-lightning" if lightning else "flairkit"
     else:
-        layout = "smp"
+        layout = "smp" if network == AERIAL else "transformers"
         kept = {f"seg_model.{key}": value for key, value in kept.items()}
     return Canonical(_rename_legacy_smp(kept, BRANCH[network]), network, layout, dropped)
 
@@ -117,7 +135,7 @@ def target_network(target: nn.Module | Mapping[str, Any]) -> str:
     if any(key.startswith("arch_vhr.") for key in keys):
         return UTT
     if any(key.startswith("seg_model.") for key in keys):
-        return AERIAL
+        return HUGGINGFACE if network_of_keys(keys) == HUGGINGFACE else AERIAL
     return UNKNOWN
 
 
@@ -153,13 +171,16 @@ def match_layout(
     if canonical.network == UNKNOWN:
         raise CheckpointError(
             f"no known key layout matches the file: found keys such as {found}; expected an smp state dict "
-            f"(encoder.*, decoder.*, segmentation_head.*), a FLAIR-1 checkpoint (model.seg_model.*), a FLAIR #2 "
+            f"(encoder.*, decoder.*, segmentation_head.*), a FLAIR-1 checkpoint (model.seg_model.*, smp or "
+            "transformers keys such as backbone.*, decode_head.*), a FLAIR #2 "
             f"checkpoint (model.arch_vhr.*, model.arch_hr.*) or a flairkit export; this model expects keys "
             f"such as {few_keys(target_keys)}"
         )
     tensors = canonical.tensors
+    if canonical.network == HUGGINGFACE == wanted:
+        tensors = current_transformers_keys(tensors, target.state_dict(), BRANCH[HUGGINGFACE])
     if canonical.network != wanted:
-        if not partial:
+        if not partial or HUGGINGFACE in (canonical.network, wanted):
             raise CheckpointError(_network_mismatch_message(canonical.network, wanted))
         # Partial initialisation: the smp U-Net is shared by both networks.
         tensors = _move_branch(tensors, BRANCH[canonical.network], BRANCH[wanted])
@@ -176,6 +197,13 @@ def _network_mismatch_message(found: str, wanted: str) -> str:
         fix = (
             "configure the multimodal model (model.multimodal=true, data.sentinel.enabled=true, e.g. preset flair2-utt)"
         )
+    elif found == HUGGINGFACE:
+        fix = (
+            "configure model.provider=huggingface with the model.hf_model it was made with (e.g. preset "
+            "flair1-upernet-swin-small)"
+        )
+    elif wanted == HUGGINGFACE:
+        fix = "configure an smp model (model.provider=smp), e.g. a FLAIR-INC or flair1 preset"
     else:
         fix = "configure an aerial-only model (model.multimodal=false), e.g. a FLAIR-INC or flair1 preset"
     return (
@@ -186,6 +214,51 @@ def _network_mismatch_message(found: str, wanted: str) -> str:
 
 def _article(noun: str) -> str:
     return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
+
+
+_SWIN_RENAMES = (
+    (".attention.self.query.", ".attention.q_proj."),
+    (".attention.self.key.", ".attention.k_proj."),
+    (".attention.self.value.", ".attention.v_proj."),
+    (".attention.self.relative_position_bias_table", ".attention.relative_position_bias.relative_position_bias_table"),
+    (".attention.output.dense.", ".attention.o_proj."),
+    (".intermediate.dense.", ".mlp.fc1."),
+    (".output.dense.", ".mlp.fc2."),
+)
+"""Swin block renames of transformers 5 (its own conversion mapping for ``swin``), in order."""
+
+
+def current_transformers_keys(
+    tensors: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], prefix: str = ""
+) -> dict[str, torch.Tensor]:
+    """``tensors`` of a transformers model saved by transformers < 5, renamed for the ``target`` state dict of the
+    installed transformers 5 (keys under ``prefix``); unchanged when both use the same names.
+
+    Swin backbone (UperNet-Swin, IGN's default): ``backbone.{embeddings,encoder}.*`` moved under
+    ``backbone.swin.``, attention and MLP layers renamed (:data:`_SWIN_RENAMES`), the ``relative_position_index``
+    buffers dropped (transformers 5 computes them, no longer saves them), and the final LayerNorm of transformers
+    5's inner SwinModel (``backbone.swin.layernorm``, which the backbone never runs and transformers itself leaves
+    out of what it loads) given LayerNorm's initial values (weight 1, bias 0).
+    """
+    backbone = f"{prefix}backbone."
+    current = f"{backbone}swin.embeddings.patch_embeddings.projection.weight" in target
+    legacy = f"{backbone}embeddings.patch_embeddings.projection.weight" in tensors
+    if not (current and legacy):
+        return dict(tensors)
+    renamed = {}
+    for key, value in tensors.items():
+        if key.startswith((f"{backbone}embeddings.", f"{backbone}encoder.")):
+            if key.endswith(".relative_position_index"):
+                continue
+            key = f"{backbone}swin.{key.removeprefix(backbone)}"
+            for old, new in _SWIN_RENAMES:
+                key = key.replace(old, new)
+        renamed[key] = value
+    for suffix, fill in (("weight", torch.ones), ("bias", torch.zeros)):
+        key = f"{backbone}swin.layernorm.{suffix}"
+        if key in target and key not in renamed:
+            renamed[key] = fill(target[key].shape)
+    return renamed
 
 
 def normalize_keys(state: Mapping[str, torch.Tensor], target: nn.Module, partial: bool = False) -> dict:

@@ -21,7 +21,7 @@ from flairkit.models.factory import replace_batchnorm
 from flairkit.models.weights.adapt import adapt_channels, grouped_rows, rebuild_head
 from flairkit.models.weights.describe import explain_mismatch, tensor_shapes
 from flairkit.models.weights.files import RawCheckpoint, read_checkpoint
-from flairkit.models.weights.layouts import BRANCH, few_keys, match_layout, target_network
+from flairkit.models.weights.layouts import ENCODER, HEAD, few_keys, match_layout, target_network
 from flairkit.models.weights.sources import BUNDLE_WEIGHTS, ONNX_SUFFIX, WeightsSource, resolve_source
 from flairkit.nomenclature import get_nomenclature
 
@@ -32,8 +32,11 @@ _CONSISTENCY_KEYS = (
     ("data", "nomenclature"),
     ("data", "normalization"),
     ("data", "metadata"),
+    ("model", "provider"),
     ("model", "arch"),
     ("model", "encoder"),
+    ("model", "hf_model"),
+    ("model", "hf_config"),
     ("model", "multimodal"),
     ("model", "norm"),
 )
@@ -109,7 +112,7 @@ def _load_weights(
         tensors = adapt(tensors)
     model_shapes = tensor_shapes(model.state_dict())
     file_shapes = tensor_shapes(tensors)
-    prefix = BRANCH.get(target_network(model), "") + "segmentation_head."
+    prefix = HEAD.get(target_network(model), ("segmentation_head.",))
     head_shapes = {key: shape for key, shape in model_shapes.items() if key.startswith(prefix)}
     fresh_head = head == "if-fits" and any(file_shapes.get(k) != s for k, s in head_shapes.items())
     if fresh_head:
@@ -266,8 +269,8 @@ def _adaptations(
 ) -> tuple[Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]], list[str]]:
     """The function that adapts the file's tensors to ``model``'s classes and bands, and what it does in words."""
     built = model.state_dict()
-    branch = BRANCH.get(target_network(model), "")
-    prefix = branch + "segmentation_head."
+    network = target_network(model)
+    prefix = HEAD.get(network, ("segmentation_head.",))
     notes: list[str] = []
     rows: list[tuple[int, ...]] | None = None
     if "data.nomenclature" in differences:
@@ -299,7 +302,9 @@ def _adaptations(
         if rows is not None:
             tensors = rebuild_head(tensors, built, prefix, rows)
         if theirs is not None and config.train.adapt_inputs:
-            tensors, _ = adapt_channels(tensors, built, branch + "encoder.", theirs, list(config.data.channels))
+            tensors, _ = adapt_channels(
+                tensors, built, ENCODER.get(network, "encoder."), theirs, list(config.data.channels)
+            )
         return tensors
 
     return adapt, notes
