@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from flairkit.config import load_config
+from flairkit.synth.hub import HubSynthOptions, synthesize_hub_world
 from flairkit.synth.world import SynthOptions, synthesize_world
 
 # Tiny tensors: one thread avoids OpenMP spin-waiting on the 2 shared cores.
@@ -57,3 +58,25 @@ def tiny_config(world: Path, run_root: Path, *overrides: str):
             *overrides,
         ],
     )
+
+
+TINY_HUB_NETWORK = (
+    "model.hub.encoder=test_convnext",
+    "model.hub.pyramid_channels=16",
+    "model.hub.segmentation_channels=8",
+    "model.hub.decoder_channels=[8,8,4,4,4]",
+    "model.hub.utae.encoder_widths=[4,4,4,8]",
+    "model.hub.utae.decoder_widths=[4,4,4,8]",
+    "model.hub.utae.out_conv=[8,19]",
+    "model.hub.utae.n_head=4",
+    "model.hub.utae.d_model=8",
+)
+"""Overrides that shrink any FLAIR-HUB preset's network (model.hub) to a tiny one built in milliseconds."""
+
+
+@pytest.fixture(scope="session")
+def hub_world(tmp_path_factory) -> Path:
+    """A tiny synthetic FLAIR-HUB world (3 domains, 256 px patches), written once per session."""
+    root = tmp_path_factory.mktemp("hub") / "FLAIR-HUB"
+    synthesize_hub_world(root, HubSynthOptions(n_domains=3, areas_per_domain=1, patches_per_area=2, patch_size=256))
+    return root

@@ -111,3 +111,9 @@ def test_network_label_names_each_model_family():
         "flairhub-LC-A": "FLAIR-HUB upernet / swin_base_patch4_window12_384",
     }
     assert load_config("flair1-upernet-swin-small").model.network_label() == "huggingface openmmlab/upernet-swin-small"
+
+
+def test_train_hub_without_model_hub_is_refused_naming_the_key():
+    with pytest.raises(ConfigError, match=r"train\.hub\.aux_loss_weight: train\.hub configures FLAIR-HUB"):
+        load_config("demo", ["train.hub.aux_loss_weight=2"])
+    assert load_config("flairhub-LC-D", ["train.hub.aux_loss_weight=2"]).train.hub.aux_loss_weight == 2

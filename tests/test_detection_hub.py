@@ -24,6 +24,7 @@ from rasterio.transform import Affine, from_origin
 from rasterio.warp import reproject
 from typer.testing import CliRunner
 
+from conftest import TINY_HUB_NETWORK
 from flairkit.cli.detect import detect_command
 from flairkit.config import load_config
 from flairkit.config.schema import FlairConfig
@@ -44,17 +45,6 @@ TILE, MARGIN = 512, 128
 DATES = [dt.date(2021, 3, 20), dt.date(2021, 5, 4), dt.date(2021, 7, 9)]
 CLOUDY = 1
 """Index of the date whose west half is under clouds."""
-TINY = [
-    "model.hub.encoder=test_convnext",
-    "model.hub.pyramid_channels=16",
-    "model.hub.segmentation_channels=8",
-    "model.hub.decoder_channels=[8,8,4,4,4]",
-    "model.hub.utae.encoder_widths=[4,4,4,8]",
-    "model.hub.utae.decoder_widths=[4,4,4,8]",
-    "model.hub.utae.out_conv=[8,19]",
-    "model.hub.utae.n_head=4",
-    "model.hub.utae.d_model=8",
-]
 MODALITIES = "data.hub.modalities=[AERIAL_RGBI,DEM_ELEV,SENTINEL2_TS]"
 
 
@@ -107,7 +97,7 @@ def hub_config(products: dict[str, Path], *extra: str) -> FlairConfig:
     return load_config(
         "flairhub-LC-D",
         [
-            *TINY,
+            *TINY_HUB_NETWORK,
             MODALITIES,
             f"detect.tile_size={TILE}",
             f"detect.margin={MARGIN}",
@@ -237,7 +227,7 @@ def test_a_modality_the_model_reads_but_not_given_is_refused_naming_its_input(pr
 
 
 def test_a_multi_task_model_writes_one_map_per_task_from_a_training_checkpoint(products, tmp_path):
-    overrides = [*TINY, MODALITIES, "data.hub.labels=[AERIAL_LABEL-COSIA,ALL_LABEL-LPIS]"]
+    overrides = [*TINY_HUB_NETWORK, MODALITIES, "data.hub.labels=[AERIAL_LABEL-COSIA,ALL_LABEL-LPIS]"]
     config = load_config("flairhub-LC-D", overrides)
     torch.manual_seed(0)
     network = HubNetwork(load_hub_spec(config))
@@ -287,7 +277,11 @@ def test_spot_and_sentinel1_windows_are_rasterios_reprojection_and_a_masked_sent
         _write(tmp_path / f"s1_{number}.tif", data, from_origin(x0 - 97, y0 + 97, 10, 10))
         entries.append({"date": date.isoformat(), "path": f"s1_{number}.tif"})
     (tmp_path / "s1.json").write_text(json.dumps(entries))
-    overrides = [*TINY, "data.hub.modalities=[AERIAL_RGBI,SPOT_RGBI,SENTINEL1-ASC_TS]", f"detect.tile_size={TILE}"]
+    overrides = [
+        *TINY_HUB_NETWORK,
+        "data.hub.modalities=[AERIAL_RGBI,SPOT_RGBI,SENTINEL1-ASC_TS]",
+        f"detect.tile_size={TILE}",
+    ]
     inputs = f"detect.inputs={{spot: {spot}, s1asc: {tmp_path / 's1.json'}}}"
     settings = resolve_settings(load_config("flairhub-LC-D", [*overrides, inputs]), None, None)
     transform = from_origin(x0, y0, 0.2, 0.2)

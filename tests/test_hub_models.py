@@ -15,6 +15,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from conftest import TINY_HUB_NETWORK
 from flairkit.config import load_config, preset_names
 from flairkit.data.hub.dataset import build_hub_dataset, collate_hub, pad_mask_key
 from flairkit.errors import CheckpointError, ConfigError, DataError
@@ -23,7 +24,6 @@ from flairkit.models.build import build_model
 from flairkit.models.hub import HubNetwork, HubNetworkSpec, hub_keys, load_hub_weights, normalization, normalize_batch
 from flairkit.models.hub.build import task_classes
 from flairkit.models.hub.temporal import SeriesSettings
-from flairkit.synth.hub import HubSynthOptions, synthesize_hub_world
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hub"
 CASES = ("aerial_s2_upernet", "aerial_elev_s2_unet_multitask", "series_only_multitask")
@@ -141,26 +141,6 @@ def test_a_checkpoint_that_does_not_fit_exactly_is_refused_never_reinitialised()
     assert "1 unexpected" in _refusal(name, spec, tensors)
 
 
-TINY = (
-    "model.hub.encoder=test_convnext",
-    "model.hub.pyramid_channels=16",
-    "model.hub.segmentation_channels=8",
-    "model.hub.decoder_channels=[8,8,4,4,4]",
-    "model.hub.utae.encoder_widths=[4,4,4,8]",
-    "model.hub.utae.decoder_widths=[4,4,4,8]",
-    "model.hub.utae.out_conv=[8,19]",
-    "model.hub.utae.n_head=4",
-    "model.hub.utae.d_model=8",
-)
-
-
-@pytest.fixture(scope="module")
-def hub_world(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("hubmodels") / "FLAIR-HUB"
-    synthesize_hub_world(root, HubSynthOptions(n_domains=3, areas_per_domain=1, patches_per_area=2, patch_size=256))
-    return root
-
-
 def hub_presets() -> list[str]:
     return [name for name in preset_names() if load_config(name).model.hub is not None]
 
@@ -189,7 +169,7 @@ def test_every_baseline_of_ign_readme_and_every_released_model_is_a_preset_with_
 def test_every_flair_hub_preset_builds_and_runs_on_a_collate_hub_batch_of_the_synthetic_world(hub_world):
     datasets: dict[tuple, list] = {}
     for name in hub_presets():
-        config = load_config(name, [*TINY, f"data.hub.root={hub_world}"])
+        config = load_config(name, [*TINY_HUB_NETWORK, f"data.hub.root={hub_world}"])
         hub = config.data.hub
         key = (tuple(hub.modalities), tuple(hub.labels), tuple(sorted((m, tuple(c)) for m, c in hub.channels.items())))
         if key not in datasets:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
+from conftest import TINY_HUB_NETWORK
 from flairkit.cli.main import app
 from flairkit.config import load_config
 from flairkit.data.hub.dataset import build_hub_dataset, collate_hub
@@ -23,23 +24,11 @@ from flairkit.errors import CheckpointError, ConfigError
 from flairkit.evaluation.predict import evaluate_hub
 from flairkit.models.build import build_model
 from flairkit.models.hub import load_hub_weights, normalization, normalize_batch
-from flairkit.synth.hub import HubSynthOptions, synthesize_hub_world
 from flairkit.training.hub import HubSegmentationTask, weighted_iou
 from flairkit.training.run import train
 
 runner = CliRunner()
 COSIA, LPIS = "AERIAL_LABEL-COSIA", "ALL_LABEL-LPIS"
-TINY = (
-    "model.hub.encoder=test_convnext",
-    "model.hub.pyramid_channels=16",
-    "model.hub.segmentation_channels=8",
-    "model.hub.decoder_channels=[8,8,4,4,4]",
-    "model.hub.utae.encoder_widths=[4,4,4,8]",
-    "model.hub.utae.decoder_widths=[4,4,4,8]",
-    "model.hub.utae.out_conv=[8,19]",
-    "model.hub.utae.n_head=4",
-    "model.hub.utae.d_model=8",
-)
 RUN = (
     "data.batch_size=2",
     "data.num_workers=0",
@@ -50,19 +39,14 @@ RUN = (
 )
 
 
-@pytest.fixture(scope="module")
-def hub_world(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("hubmm") / "FLAIR-HUB"
-    synthesize_hub_world(root, HubSynthOptions(n_domains=3, areas_per_domain=1, patches_per_area=2, patch_size=256))
-    return root
-
-
 def _sets(*overrides: str) -> list[str]:
     return [arg for override in overrides for arg in ("--set", override)]
 
 
 def _config(hub_world: Path, tmp_path: Path, *overrides: str):
-    return load_config("flairhub-LC-D", [*TINY, *RUN, f"data.root={hub_world}", f"output_dir={tmp_path}", *overrides])
+    return load_config(
+        "flairhub-LC-D", [*TINY_HUB_NETWORK, *RUN, f"data.root={hub_world}", f"output_dir={tmp_path}", *overrides]
+    )
 
 
 def _batch(config) -> dict:
@@ -89,7 +73,7 @@ def test_commands_that_cannot_run_the_multimodal_network_refuse_it_up_front(tmp_
 
 
 def test_train_then_evaluate_aerial_and_sentinel2_from_the_command_line(hub_world, tmp_path):
-    common = _sets(*TINY, *RUN, f"data.root={hub_world}", f"output_dir={tmp_path}")
+    common = _sets(*TINY_HUB_NETWORK, *RUN, f"data.root={hub_world}", f"output_dir={tmp_path}")
     trained = runner.invoke(app, ["train", "-c", "flairhub-LC-D", *common, "--no-progress"])
     assert trained.exit_code == 0, trained.output
     checkpoints = tmp_path / "flairhub-LC-D" / "checkpoints"
@@ -275,7 +259,11 @@ def test_radiometric_jitter_is_refused_with_the_multimodal_network(hub_world, tm
 
 
 def test_reproduce_trains_scores_the_main_task_and_sets_it_beside_the_published_figures(hub_world, tmp_path):
-    args = ["reproduce", "flairhub-LC-D", *_sets(*TINY, *RUN, f"data.root={hub_world}", f"output_dir={tmp_path}")]
+    args = [
+        "reproduce",
+        "flairhub-LC-D",
+        *_sets(*TINY_HUB_NETWORK, *RUN, f"data.root={hub_world}", f"output_dir={tmp_path}"),
+    ]
     result = runner.invoke(app, [*args, "--no-progress"])
     assert result.exit_code == 0, result.output
     run = tmp_path / "flairhub-LC-D"

@@ -883,6 +883,11 @@ class FlairConfig(Section):
         if self.model.hub is not None:
             _check_hub_model(self.model, self.data.hub)
             _check_hub_training(self.train.hub, self.data.hub)
+        elif self.train.hub != HubTrainConfig():
+            changed = ", ".join(f"train.hub.{key}" for key in sorted(self.train.hub.model_fields_set))
+            raise ValueError(
+                f"{changed}: train.hub configures FLAIR-HUB's multimodal network only; set model.hub or drop it"
+            )
         return self
 
     @property

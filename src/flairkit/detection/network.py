@@ -124,18 +124,12 @@ def _multimodal_network(
     compute: bool,
 ) -> DetectionNetwork:
     """A U-T&T network as detection runs it: in torch, unfolded (its fusion reads the encoder's maps)."""
-    if len(models) > 1:
-        raise ConfigError(
-            f"{len(models)} checkpoints were given but ensembles of U-T&T models are not offered; give one checkpoint"
-        )
-    if settings.backend == "onnx" or isinstance(models[0], OnnxSegmenter):
-        raise ConfigError("detect.backend=onnx: U-T&T models run in torch only; set detect.backend=auto or torch")
-    settings = replace(settings, backend="torch")
+    model, settings = _single_torch_model(models, settings, "U-T&T")
     normalizer = Normalizer.from_config(config.data.normalization).to(device)
-    network = AerialLogits(models[0].eval().to(device)).eval()
+    network = AerialLogits(model.eval().to(device)).eval()
     if compute:
         check_model(network, normalizer, settings, device)
-    return DetectionNetwork(network, normalizer, settings, weights_fingerprint(models[0]), "torch")
+    return DetectionNetwork(network, normalizer, settings, weights_fingerprint(model), "torch")
 
 
 def _hub_network(
@@ -146,19 +140,26 @@ def _hub_network(
     compute: bool,
 ) -> DetectionNetwork:
     """A FLAIR-HUB network as detection runs it: in torch, on the task of ``settings.task``."""
-    if len(models) > 1:
-        raise ConfigError(
-            f"{len(models)} checkpoints were given but ensembles of FLAIR-HUB models are not offered; give one"
-        )
-    if settings.backend == "onnx" or not isinstance(models[0], HubNetwork):
-        raise ConfigError("detect.backend=onnx: FLAIR-HUB models run in torch only; set detect.backend=auto or torch")
-    settings = replace(settings, backend="torch")
-    assert settings.task is not None
-    network = HubLogits(models[0].eval().to(device), normalization(config), settings.task).eval()
+    model, settings = _single_torch_model(models, settings, "FLAIR-HUB")
+    assert isinstance(model, HubNetwork) and settings.task is not None
+    network = HubLogits(model.eval().to(device), normalization(config), settings.task).eval()
     identity = torch.nn.Identity()
     if compute:
         check_model(network, identity, settings, device)
-    return DetectionNetwork(network, identity, settings, weights_fingerprint(models[0]), "torch")
+    return DetectionNetwork(network, identity, settings, weights_fingerprint(model), "torch")
+
+
+def _single_torch_model(
+    models: list[torch.nn.Module], settings: DetectionSettings, family: str
+) -> tuple[torch.nn.Module, DetectionSettings]:
+    """The one model of a family that detection runs in torch only (no ensembles, no ONNX), and its settings."""
+    if len(models) > 1:
+        raise ConfigError(
+            f"{len(models)} checkpoints were given but ensembles of {family} models are not offered; give one"
+        )
+    if settings.backend == "onnx" or isinstance(models[0], OnnxSegmenter):
+        raise ConfigError(f"detect.backend=onnx: {family} models run in torch only; set detect.backend=auto or torch")
+    return models[0], replace(settings, backend="torch")
 
 
 def check_model(

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 import torch
@@ -203,16 +204,7 @@ def predict_records(
             result.patch_pixels[path] = _patch_pixels(*pair, learnt)[0]
     if todo:
         dataset = build_dataset(config, [records[i] for i in todo], with_labels=with_labels)
-        workers = default_num_workers() if config.data.num_workers is None else config.data.num_workers
-        if workers:
-            ensure_worker_socket_dir()
-        loader = DataLoader(
-            dataset,
-            batch_size=config.evaluate.batch_size,
-            num_workers=workers,
-            collate_fn=collate_patches,
-            pin_memory=device.type == "cuda",
-        )
+        loader = _evaluation_loader(dataset, config, device, collate_patches)
         done = 0
         if progress is not None:
             progress(done, len(dataset))
@@ -348,16 +340,7 @@ def evaluate_hub(
     precision = resolve_precision(config.evaluate.precision, device, PRECISION_KEY)
     network = model.to(device).eval()
     statistics = normalization(config)
-    workers = default_num_workers() if config.data.num_workers is None else config.data.num_workers
-    if workers:
-        ensure_worker_socket_dir()
-    loader = DataLoader(
-        dataset,
-        batch_size=config.evaluate.batch_size,
-        num_workers=workers,
-        collate_fn=collate_hub,
-        pin_memory=device.type == "cuda",
-    )
+    loader = _evaluation_loader(dataset, config, device, collate_hub)
     done = 0
     with torch.inference_mode(), math_settings(device):
         for batch in loader:
@@ -418,3 +401,18 @@ def metrics_from_predictions(
     metrics = compute_metrics(confmat, nomenclature, config.evaluate.protocol)
     write_metrics(metrics, out_dir, overwrite=overwrite)
     return metrics
+
+
+def _evaluation_loader(dataset: Any, config: FlairConfig, device: torch.device, collate: Callable) -> DataLoader:
+    """The evaluation loader of ``dataset``: evaluate.batch_size, data.num_workers (default: the CPUs this process
+    may use), pinned memory on CUDA."""
+    workers = default_num_workers() if config.data.num_workers is None else config.data.num_workers
+    if workers:
+        ensure_worker_socket_dir()
+    return DataLoader(
+        dataset,
+        batch_size=config.evaluate.batch_size,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=device.type == "cuda",
+    )
