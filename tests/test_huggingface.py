@@ -15,6 +15,7 @@ import yaml
 from rasterio.transform import from_origin
 from typer.testing import CliRunner
 
+from flairkit.cli import common as cli_common
 from flairkit.cli.main import app
 from flairkit.config import load_config
 from flairkit.errors import CheckpointError, ConfigError
@@ -200,7 +201,8 @@ def test_bundle_reloads_the_network_and_onnx_export_is_refused_clearly(tmp_path)
 
 
 @pytest.mark.slow
-def test_train_inspect_export_and_detect_from_the_command_line(tiny_world, tmp_path):
+def test_train_inspect_export_and_detect_from_the_command_line(tiny_world, tmp_path, monkeypatch):
+    monkeypatch.setattr(cli_common.console, "width", 250)  # tables whole, whatever the terminal running the tests
     config = write_config(tmp_path, detect={"tile_size": 32, "margin": 8, "batch_size": 4})
     sets = [
         f"data.root={tiny_world}",
@@ -220,7 +222,7 @@ def test_train_inspect_export_and_detect_from_the_command_line(tiny_world, tmp_p
     assert checkpoint.is_file()
     info = inspect_checkpoint(checkpoint)
     assert (info["layout"], info["in_channels"], info["n_classes"]) == ("flair1-lightning", 5, 19)
-    inspected = runner.invoke(app, ["models", "--inspect", str(checkpoint)], env={"COLUMNS": "200"})
+    inspected = runner.invoke(app, ["models", "--inspect", str(checkpoint)])
     assert inspected.exit_code == 0, inspected.output
     assert "HuggingFace transformers" in inspected.output and "upernet" in inspected.output
     exported = runner.invoke(app, ["export", str(checkpoint), str(tmp_path / "bundle")])
