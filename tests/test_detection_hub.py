@@ -7,10 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +31,7 @@ from flairkit.detection.run import detect
 from flairkit.detection.settings import resolve_settings
 from flairkit.errors import ConfigError, DataError
 from flairkit.models.hub import HubNetwork, normalization, normalize_batch
+from ranks import run_two_ranks
 
 CRS = "EPSG:2154"
 ORIGIN = (843_000.0, 6_519_000.0)
@@ -336,30 +333,13 @@ def test_two_ranks_write_the_same_map_as_one_process(products, tmp_path):
         torch.set_num_threads(threads)
     script = tmp_path / "rank.py"
     script.write_text(RANK_SCRIPT, encoding="utf-8")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = str(sock.getsockname()[1])
     args = {
         "products": {k: str(v) for k, v in products.items()},
         "overrides": overrides,
         "input": str(products["ortho"]),
         "output": str(tmp_path / "two.tif"),
     }
-    ranks = [
-        subprocess.Popen(
-            [sys.executable, str(script), json.dumps(args), str(Path(__file__).parent)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "RANK": str(r), "WORLD_SIZE": "2"},
-        )
-        for r in range(2)
-    ]
-    shares = []
-    for process in ranks:
-        out, err = process.communicate(timeout=240)
-        assert process.returncode == 0, err[-3000:]
-        shares.append(json.loads(out.strip().splitlines()[-1]))
+    shares = run_two_ranks(script, args)
     assert shares[0] == shares[1] and min(shares[0]) > 0
     for suffix in (".tif", "_scores.tif"):
         assert (tmp_path / f"two{suffix}").read_bytes() == (tmp_path / f"one{suffix}").read_bytes()
