@@ -2,7 +2,7 @@
 
 python benchmarks/bench_detection.py [--sizes 2048 4096] [--modes margin blend] [--device cpu]
                                      [--set detect.tile_size=512 ...] [--network resnet34|tiny]
-                                     [--assembled [--repeats 3]] [--record]
+                                     [--assembled [--repeats 3]] [--multimodal] [--record]
 
 Each (size, mode, input) runs in its own process with a U-Net ResNet34, 5 bands, random weights (throughput does
 not depend on the weights), the ``flair detect`` defaults unless ``--set`` overrides them (e.g.
@@ -16,6 +16,11 @@ ZSTD-compressed, and deleted once their size is done.
 ``--assembled`` also maps the same area from separate RVB, IRC, DSM and DTM files (``detect.inputs``, warped on
 the fly), and times assembled against stacked on the smallest size in one process: one untimed run of each,
 then ``--repeats`` alternating runs of each; the ratio is of the best times.
+
+``--multimodal`` also maps the area with a FLAIR-HUB network (preset ``flairhub-LC-D`` with the test suite's tiny
+network, modalities AERIAL_RGBI, DEM_ELEV and SENTINEL2_TS): every tile reads its aerial window from the
+orthophoto, its elevation from separate DSM and DTM files and its Sentinel-2 window from a series of
+``SERIES_DATES`` 10 m acquisitions with cloud masks listed in an acquisitions JSON (``detect.sentinel2``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench_hub_loader import NETWORKS as HUB_NETWORKS
 from common import add_record_option, markdown_table, record, run_in_child
 
 FRANCE_KM2 = 550_000
@@ -39,6 +45,9 @@ STRIP = 512
 """Rows written at a time."""
 COMPRESSION = {"compress": "zstd", "zstd_level": 1}
 """Inputs are compressed: a 32768 px 5-band orthophoto is 5.4 GB of pixels."""
+SERIES_DATES = 4
+"""Sentinel-2 acquisitions of the multimodal runs; the second is cloudy over the west half."""
+HUB_MODALITIES = "data.hub.modalities=[AERIAL_RGBI,DEM_ELEV,SENTINEL2_TS]"
 
 
 def write_ortho(path: Path, size: int) -> None:
@@ -112,6 +121,35 @@ def write_products(ortho: Path, folder: Path) -> dict[str, str]:
     }
 
 
+def write_series(ortho: Path, folder: Path) -> Path:
+    """A 10 m Sentinel-2 series (10 bands, uint16) with cloud masks covering ``ortho`` and 50 m around it, one
+    file per date, listed in an acquisitions JSON (``detect.sentinel2``); the second date is cloudy in the west."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    with rasterio.open(ortho) as src:
+        left, bottom, right, top = src.bounds
+        crs = src.crs
+    side = int(-(-max(right - left, top - bottom) // 10)) + 10
+    transform = from_origin(left - 50, top + 50, 10, 10)
+    rng = np.random.default_rng(0)
+    profile = {"driver": "GTiff", "width": side, "height": side, "crs": crs, "transform": transform, **COMPRESSION}
+    entries = []
+    for number in range(SERIES_DATES):
+        masks = np.zeros((2, side, side), np.uint8)
+        if number == 1:
+            masks[1, :, : side // 2] = 90
+        with rasterio.open(folder / f"s2_{number}.tif", "w", count=10, dtype="uint16", **profile) as dst:
+            dst.write(rng.integers(0, 3000, (10, side, side)).astype(np.uint16))
+        with rasterio.open(folder / f"s2_{number}_mask.tif", "w", count=2, dtype="uint8", **profile) as dst:
+            dst.write(masks)
+        date = f"2021-{3 + 2 * number:02d}-15"
+        entries.append({"date": date, "path": f"s2_{number}.tif", "mask": f"s2_{number}_mask.tif"})
+    acquisitions = folder / "acquisitions.json"
+    acquisitions.write_text(json.dumps({"acquisitions": entries}))
+    return acquisitions
+
+
 def _vm_hwm_kb() -> int | None:
     status = Path("/proc/self/status")
     if not status.exists():
@@ -131,6 +169,10 @@ def _network(config, args: dict):
     from flairkit.nomenclature import get_nomenclature
 
     torch.manual_seed(0)
+    if config.model.hub is not None:
+        from flairkit.models.hub import build_hub_network
+
+        return build_hub_network(config)
     if args.get("network") == "tiny":
         return torch.nn.Conv2d(len(config.data.channels), get_nomenclature(config.data.nomenclature).n_targets, 1)
     if args.get("weights"):
@@ -139,11 +181,12 @@ def _network(config, args: dict):
 
 
 def _config(mode: str, overrides: list[str]):
+    """The run's config: FLAIR-INC RGBIE U-Net ResNet34, or ``flairhub-LC-D`` when an override sets data.hub."""
     from flairkit.config import load_config
 
-    return load_config(
-        "FLAIR-INC_rgbie_15cl_resnet34-unet", ["model.encoder_weights=null", f"detect.stitching={mode}", *overrides]
-    )
+    hub = any(override.startswith("data.hub.") for override in overrides)
+    preset = "flairhub-LC-D" if hub else "FLAIR-INC_rgbie_15cl_resnet34-unet"
+    return load_config(preset, ["model.encoder_weights=null", f"detect.stitching={mode}", *overrides])
 
 
 def child(args: dict) -> dict:
@@ -217,6 +260,11 @@ def main() -> None:
         "--assembled", action="store_true", help="also map from separate RVB, IRC, DSM, DTM files (detect.inputs)"
     )
     parser.add_argument(
+        "--multimodal",
+        action="store_true",
+        help="also map with a tiny FLAIR-HUB network reading aerial, DSM + DTM and a Sentinel-2 series",
+    )
+    parser.add_argument(
         "--repeats", type=int, default=3, help="timed runs of each input for the assembled / stacked time ratio"
     )
     add_record_option(parser)
@@ -236,15 +284,23 @@ def main() -> None:
             ortho = Path(folder) / f"ortho_{size}.tif"
             write_ortho(ortho, size)
             kinds = {"stacked": []}
-            if options.assembled:
+            if options.assembled or options.multimodal:
                 products = Path(folder) / f"products_{size}"
                 products.mkdir()
                 sources = write_products(ortho, products)
+            if options.assembled:
                 kinds["assembled"] = [f"detect.inputs.{kind}={json.dumps(path)}" for kind, path in sources.items()]
+            if options.multimodal:
+                kinds["multimodal"] = [
+                    *HUB_NETWORKS["tiny"],
+                    HUB_MODALITIES,
+                    f"detect.sentinel2={json.dumps(str(write_series(ortho, products)))}",
+                    *(f"detect.inputs.{kind}={json.dumps(sources[kind])}" for kind in ("dsm", "dtm")),
+                ]
             for mode, (kind, extra) in itertools.product(options.modes, kinds.items()):
                 output = Path(folder) / f"map_{size}_{mode}_{kind}.tif"
                 args = {
-                    "input": str(ortho) if kind == "stacked" else None,
+                    "input": None if kind == "assembled" else str(ortho),
                     "output": str(output),
                     "mode": mode,
                     "device": options.device,
@@ -275,6 +331,7 @@ def main() -> None:
                 )
                 print(" | ".join(str(v) for v in rows[-1]), flush=True)
             if options.assembled and size == min(options.sizes):
+                timed = {kind: kinds[kind] for kind in ("stacked", "assembled")}
                 for mode in options.modes:
                     args = {
                         "input": str(ortho),
@@ -283,7 +340,7 @@ def main() -> None:
                         "device": options.device,
                         "overrides": options.set,
                         "network": options.network,
-                        "kinds": kinds,
+                        "kinds": timed,
                         "repeats": options.repeats,
                     }
                     best = run_in_child(__file__, args, f"assembled / stacked timing ({mode})")
@@ -307,6 +364,11 @@ def main() -> None:
         if options.network == "tiny"
         else "U-Net ResNet34, 5 bands, 19 logits"
     )
+    if options.multimodal:
+        network += (
+            "; multimodal: flairhub-LC-D with the test suite's tiny FLAIR-HUB network on AERIAL_RGBI, DEM_ELEV "
+            f"(DSM and DTM files) and SENTINEL2_TS ({SERIES_DATES} dates with cloud masks, detect.sentinel2)"
+        )
     notes = (
         f"{network}, random weights; config overrides: {settings}; device "
         f"{options.device}. Time covers reading, inference, stitching and writing "

@@ -139,6 +139,24 @@ def test_bench_detection_reports_area_fitted_tiles_and_consistent_speeds(tmp_pat
     assert rows[0][6] == "1"
 
 
+def test_bench_detection_multimodal_maps_the_area_with_a_flairhub_network_too(tmp_path):
+    out = run_bench(
+        tmp_path, "bench_detection.py", "--sizes", "300", "600", "--modes", "blend", "--network", "tiny",
+        "--multimodal", "--set", "detect.tile_size=512", "detect.margin=128", "detect.fit_tiles=false",
+    )  # fmt: skip
+    rows = table_rows(out, "300x300") + table_rows(out, "600x600")
+    assert [(r[0], r[12]) for r in rows] == [
+        ("300x300", "stacked"), ("300x300", "multimodal"), ("600x600", "stacked"), ("600x600", "multimodal"),
+    ]  # fmt: skip
+    for row in rows:
+        assert row[2] == "blend" and row[3] == "torch" and row[5] == "512" and number(row[10]) > 0
+    assert rows[0][6] == rows[1][6] and rows[2][6] == rows[3][6]  # the same tiles as the stacked runs'
+    assert number(rows[3][6]) > number(rows[1][6])
+    growth = re.search(r"blend multimodal ([+-]\d+)%", out)  # of the unrounded peaks
+    assert growth and abs(int(growth.group(1)) - 100 * (number(rows[3][10]) / number(rows[1][10]) - 1)) < 1
+    assert "SENTINEL2_TS (4 dates with cloud masks, detect.sentinel2)" in out
+
+
 def test_bench_official_detection_only_without_checkout(tmp_path):
     out = run_bench(
         tmp_path, "bench_official.py", "--size", "32", "--batch", "2", "--ortho-size", "96", "--repeats", "1",
