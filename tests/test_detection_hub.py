@@ -202,6 +202,37 @@ def test_each_tile_logits_equal_a_direct_network_call_on_its_directly_read_modal
         assert (src.width, src.height) == (SIZE, SIZE) and src.transform.almost_equals(from_origin(*ORIGIN, 0.2, 0.2))
 
 
+def test_tile_inputs_are_read_one_tile_ahead_of_the_network_not_a_block_ahead(products, tmp_path, monkeypatch):
+    """A FLAIR-HUB tile's elevation alone is 19 MB at 1536 px: holding a whole block's (and the next block's) made
+    memory grow with the raster; the reader now keeps one tile ahead."""
+    events: list[str] = []
+    read = HubTileReader.tile_input
+
+    def recorded(self, row, col, size):
+        events.append("read")
+        return read(self, row, col, size)
+
+    monkeypatch.setattr(HubTileReader, "tile_input", recorded)
+    config = hub_config(products, "detect.block_size=512")  # 3x3 blocks of 512 px, one to four tiles each
+    torch.manual_seed(0)
+    network = Recording(load_hub_spec(config)).eval()
+    network.calls = []
+    forward = network.forward
+
+    def counted(*args, **kwargs):
+        events.append("run")
+        return forward(*args, **kwargs)
+
+    network.forward = counted
+    detect(config, network, [products["ortho"]], tmp_path / "map.tif")
+    runs = [i for i, event in enumerate(events) if event == "run"][1:]  # after the blank check tile
+    assert len(runs) > 9
+    for number, position in enumerate(runs):
+        reads = events[:position].count("read")
+        # its own input and at most the next one; a race with the reader can only make it fewer
+        assert number + 1 <= reads <= number + 2, (number, reads)
+
+
 def load_hub_spec(config: FlairConfig):
     from flairkit.models.hub import hub_spec
 

@@ -1,7 +1,8 @@
 """The streaming pipeline of one map: read blocks ahead, run the model on batches of tiles, write behind.
 
 A reader thread reads each block's neighbourhood once (GDAL decoding with this process's loader-worker
-share of the CPUs) and decides which tiles are worth running (not wholly on missing pixels); the calling
+share of the CPUs) and decides which tiles are worth running (not wholly on missing pixels), then, for a
+multimodal model, each of those tiles' other inputs one tile ahead of the network; the calling
 thread runs the model (batches cross to a GPU from pinned memory, without waiting) and stitches; a writer
 thread hands finished blocks to ``store``. At most :data:`QUEUE_DEPTH` blocks wait on either side, so
 memory depends on the block size only (blend stitching keeps predictions shared with later blocks on disk,
@@ -54,9 +55,16 @@ class _BlockInput:
     region: np.ndarray
     row0: int
     col0: int
-    sentinel: list[Any] | None = None
-    """Each tile's other inputs: Sentinel-2 series and day offsets (U-T&T models), or the item of every other
-    modality (FLAIR-HUB models)."""
+
+
+@dataclass
+class _TileInput:
+    """One tile's other inputs: Sentinel-2 series and day offsets (U-T&T models), or the item of every other
+    modality (FLAIR-HUB models). The reader sends them after their block, tile by tile: only the running tiles' and
+    the next one's are held (a FLAIR-HUB elevation alone is 19 MB for a 1536 px tile), not a whole block's."""
+
+    tile: Tile
+    item: Any
 
 
 class _Failure:
@@ -83,6 +91,15 @@ def _host_batch(tiles: Sequence[np.ndarray], pin: bool) -> torch.Tensor:
     return torch.stack([torch.from_numpy(tile) for tile in tiles], out=batch)
 
 
+def _tile_input(inbox: queue.Queue, tile: Tile) -> Any:
+    """The next tile's other inputs from the reader, which sends them in the order the tiles run."""
+    got = inbox.get()
+    if isinstance(got, _Failure):
+        raise got.error
+    assert isinstance(got, _TileInput) and got.tile == tile, "the reader sends tile inputs in the tiles' order"
+    return got.item
+
+
 def _extra_inputs(items: Sequence[Any], device: torch.device) -> list[Any]:
     """The model's inputs after the aerial batch, from each tile's other inputs."""
     if isinstance(items[0], dict):
@@ -98,10 +115,10 @@ def read_blocks(
     channels: Sequence[int],
     fill: Fill,
     series: SentinelSeries | HubSources | None = None,
-) -> Iterator[_BlockInput]:
+) -> Iterator[_BlockInput | _TileInput]:
     """Each block with the tiles worth running and the input rectangle they cover (read once), and with ``series``
-    each tile's other inputs (:meth:`~flairkit.data.series.SeriesReader.tile_input`,
-    :meth:`~flairkit.data.hub.tiles.HubTileReader.tile_input`)."""
+    each of those tiles' other inputs after it (:meth:`~flairkit.data.series.SeriesReader.tile_input`,
+    :meth:`~flairkit.data.hub.tiles.HubTileReader.tile_input`), read only when the consumer asks for the next."""
     with (
         open_scene(raster, channels) as reader,
         contextlib.nullcontext()
@@ -124,8 +141,10 @@ def read_blocks(
             if valid is not None and valid.all():
                 valid = None
             run = [t for t in tiles if contributes(t, block, valid)]
-            sentinel = None if s2 is None else [s2.tile_input(t.row, t.col, plan.tile_size) for t in run]
-            yield _BlockInput(block, valid, run, region, rows.start, cols.start, sentinel)
+            yield _BlockInput(block, valid, run, region, rows.start, cols.start)
+            region = inside = valid = None
+            for tile in run if s2 is not None else ():
+                yield _TileInput(tile, s2.tile_input(tile.row, tile.col, plan.tile_size))
 
 
 def compute_blocks(
@@ -160,7 +179,7 @@ def compute_blocks(
             with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES, GDAL_NUM_THREADS=max(1, default_num_workers())):
                 for item in read_blocks(blocks, plan, raster, channels, _fill(plan), series):
                     _put(inbox, item, stop)
-                    # The next block is read once this one is taken: two blocks' input at most, not three.
+                    # The next block (or tile input) is read once this one is taken: two at most, not three.
                     while inbox.qsize() and not stop.is_set():
                         time.sleep(0.01)
                     if stop.is_set():
@@ -200,6 +219,7 @@ def compute_blocks(
                 assembler.start(item.block, item.valid)
                 for start in range(0, len(item.tiles), batch_size):
                     chunk = item.tiles[start : start + batch_size]
+                    extra = None if series is None else [_tile_input(inbox, tile) for tile in chunk]
                     if len(chunk) == 1 and assembler.reuse(chunk[0]):
                         continue
                     batch = _host_batch(
@@ -215,8 +235,8 @@ def compute_blocks(
                     )
                     # uint8 crosses to the device: a quarter of the float32 bytes.
                     inputs = [normalizer(batch.to(device, non_blocking=pin))]
-                    if item.sentinel is not None:
-                        inputs += _extra_inputs(item.sentinel[start : start + batch_size], device)
+                    if extra is not None:
+                        inputs += _extra_inputs(extra, device)
                     with autocast(device, precision):
                         logits = model(*inputs)
                     assembler.add(logits.float(), chunk)
@@ -230,7 +250,7 @@ def compute_blocks(
                         continue
                 # Hold neither this block's input nor its last tensors while the next block is read; hand freed
                 # memory back: memory then stays flat over thousands of blocks.
-                item = finished = batch = inputs = logits = None
+                item = finished = batch = inputs = logits = extra = None
                 release_freed_memory()
     finally:
         stop.set()
