@@ -180,10 +180,6 @@ class SegmentationTask(L.LightningModule):
         self.log("val_miou", metrics.miou / 100.0, prog_bar=True, sync_dist=False, rank_zero_only=False)
         self.log("val_oa", metrics.overall_accuracy / 100.0, sync_dist=False)
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
-        logits, _ = self(batch)
-        return {"classes": masked_argmax(logits, self.nomenclature.disabled), "index": batch["index"]}
-
     def configure_optimizers(self) -> dict[str, Any]:
         train = self.config.train
         if train.optimizer == "sgd":
