@@ -213,7 +213,7 @@ def test_tile_inputs_are_read_one_tile_ahead_of_the_network_not_a_block_ahead(pr
         return read(self, row, col, size)
 
     monkeypatch.setattr(HubTileReader, "tile_input", recorded)
-    config = hub_config(products, "detect.block_size=512")  # 3x3 blocks of 512 px, one to four tiles each
+    config = hub_config(products, "detect.block_size=512")  # several blocks of several tiles
     torch.manual_seed(0)
     network = Recording(load_hub_spec(config)).eval()
     network.calls = []
@@ -229,7 +229,7 @@ def test_tile_inputs_are_read_one_tile_ahead_of_the_network_not_a_block_ahead(pr
     assert len(runs) > 9
     for number, position in enumerate(runs):
         reads = events[:position].count("read")
-        # its own input and at most the next one; a race with the reader can only make it fewer
+        # its own input is read before it runs, and at most the next tile's besides (not a block's)
         assert number + 1 <= reads <= number + 2, (number, reads)
 
 
