@@ -43,7 +43,8 @@ NETWORKS = {
         "model.hub.utae.d_model=8",
     ),
 }
-"""Overrides of the preset per network size (``tiny`` as tests/test_hub_models.py builds it)."""
+"""Overrides of the preset per network size (``tiny``: also the test suite's, tests/conftest.py, and the multimodal
+network of bench_detection.py)."""
 
 
 def make_world(folder: Path, size: int, patches: int) -> Path:

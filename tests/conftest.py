@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,10 @@ import torch
 from flairkit.config import load_config
 from flairkit.synth.hub import HubSynthOptions, synthesize_hub_world
 from flairkit.synth.world import SynthOptions, synthesize_world
+
+# The benchmarks folder is not a package: its tiny FLAIR-HUB network is the one the tests build too.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from bench_hub_loader import NETWORKS
 
 # Tiny tensors: one thread avoids OpenMP spin-waiting on the 2 shared cores.
 torch.set_num_threads(1)
@@ -60,17 +65,7 @@ def tiny_config(world: Path, run_root: Path, *overrides: str):
     )
 
 
-TINY_HUB_NETWORK = (
-    "model.hub.encoder=test_convnext",
-    "model.hub.pyramid_channels=16",
-    "model.hub.segmentation_channels=8",
-    "model.hub.decoder_channels=[8,8,4,4,4]",
-    "model.hub.utae.encoder_widths=[4,4,4,8]",
-    "model.hub.utae.decoder_widths=[4,4,4,8]",
-    "model.hub.utae.out_conv=[8,19]",
-    "model.hub.utae.n_head=4",
-    "model.hub.utae.d_model=8",
-)
+TINY_HUB_NETWORK = NETWORKS["tiny"]
 """Overrides that shrink any FLAIR-HUB preset's network (model.hub) to a tiny one built in milliseconds."""
 
 
