@@ -68,6 +68,16 @@ def tiny_config(world: Path, run_root: Path, *overrides: str):
 TINY_HUB_NETWORK = NETWORKS["tiny"]
 """Overrides that shrink any FLAIR-HUB preset's network (model.hub) to a tiny one built in milliseconds."""
 
+TINY_UTAE = {
+    "encoder_widths": [16, 16, 32, 32],
+    "decoder_widths": [16, 16, 32, 32],
+    "out_conv": [8, 13],
+    "n_head": 4,
+    "d_model": 32,
+    "d_k": 4,
+}
+"""A U-TAE (model.utae) small enough for U-T&T tests on 13 classes."""
+
 
 @pytest.fixture(scope="session")
 def hub_world(tmp_path_factory) -> Path:

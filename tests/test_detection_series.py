@@ -17,6 +17,7 @@ from rasterio.transform import Affine, from_origin
 from rasterio.warp import reproject
 from torch import nn
 
+from conftest import TINY_UTAE
 from flairkit.cli.detect import input_overrides
 from flairkit.config.loading import config_from_dict, deep_merge
 from flairkit.config.schema import FlairConfig, SentinelConfig
@@ -44,14 +45,6 @@ TILE, MARGIN = 128, 32
 DATES = [dt.date(2021, 3, 2), dt.date(2021, 3, 20), dt.date(2021, 5, 4), dt.date(2021, 7, 9), dt.date(2021, 7, 30)]
 CLOUDY = 2
 """Index of the date whose west half is under clouds."""
-TINY_UTAE = {
-    "encoder_widths": [16, 16, 32, 32],
-    "decoder_widths": [16, 16, 32, 32],
-    "out_conv": [8, 13],
-    "n_head": 4,
-    "d_model": 32,
-    "d_k": 4,
-}
 
 
 def s2_shape() -> tuple[int, int]:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torchvision.transforms import CenterCrop
 
+from conftest import TINY_UTAE
 from flairkit.config.loading import config_from_dict, deep_merge
 from flairkit.config.schema import FlairConfig
 from flairkit.errors import ConfigError
@@ -20,14 +21,6 @@ N_CLASSES = 13
 BASE: dict[str, Any] = {
     "data": {"channels": [1, 2, 3, 4, 5], "nomenclature": "13cl", "sentinel": {"enabled": True, "sat_patch_size": 16}},
     "model": {"arch": "unet", "encoder": "resnet18", "encoder_weights": None, "multimodal": True},
-}
-TINY_UTAE = {
-    "encoder_widths": [16, 16, 32, 32],
-    "decoder_widths": [16, 16, 32, 32],
-    "out_conv": [8, 13],
-    "n_head": 4,
-    "d_model": 32,
-    "d_k": 4,
 }
 
 
